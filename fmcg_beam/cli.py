@@ -1,0 +1,35 @@
+"""Command-line entry point: validate options, run, print the summary.
+
+Exit codes: 0 success, 2 bad options (nothing written), 1 a failed run (the
+previous warehouse in ``--output_dir`` is left as it was).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from fmcg_beam.options import OptionsError, help_parser, resolve
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "-h" in argv or "--help" in argv:
+        help_parser().print_help()
+        return 0
+    try:
+        settings = resolve(argv)
+    except OptionsError as exc:
+        print(f"fmcg-beam: error: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from fmcg_beam.run import run  # Beam's runner machinery loads only for a real run
+
+    try:
+        report = run(settings, argv)
+    except KeyboardInterrupt:
+        print("fmcg-beam: interrupted; the previous warehouse is unchanged", file=sys.stderr)
+        return 130
+    print(report.format())
+    print(f"warehouse: {settings.output_dir}")
+    return 0
