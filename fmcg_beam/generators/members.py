@@ -11,7 +11,7 @@ period's end date.
 
 Sizes: ``max(minimum, round(base * sqrt(scale)))`` with (base, minimum) =
 employees (350, 40), products (150, 28), retailers (500, 30); campaigns are
-``max(2, round(8 * sqrt(scale)))`` a year for 2015-2030.
+``max(4, round(8 * sqrt(scale)))`` a year for 2015-2030.
 """
 
 from __future__ import annotations
@@ -441,7 +441,7 @@ CAMPAIGN_LAST_YEAR = 2030
 
 
 def campaigns_per_year(ctx: Context) -> int:
-    return max(2, int(round(8 * math.sqrt(ctx.scale))))
+    return max(4, int(round(8 * math.sqrt(ctx.scale))))
 
 
 class CampaignsGenerator(DimensionGenerator):

@@ -90,6 +90,16 @@ class _Members:
         self.c_start = c.col("start_date")
         self.c_end = c.col("end_date")
         self.c_brand = c.col("brand_id")
+        # Lines are tied to a campaign with the probability that makes CAMPAIGN_SHARE of all lines
+        # promoted, given how many days of the campaign calendar (a dimension fact) have one running.
+        span = timeline.days_between(timeline.PERIOD_MIN, timeline.PERIOD_MAX)
+        running = np.zeros(len(span) + 1, dtype=np.int64)
+        lo = np.clip(self.c_start - span[0], 0, len(span))
+        hi = np.clip(self.c_end - span[0] + 1, 0, len(span))
+        np.add.at(running, lo, 1)
+        np.add.at(running, hi, -1)
+        coverage = float((np.cumsum(running)[:-1] > 0).mean()) if len(self.c_id) else 0.0
+        self.tie_share = min(0.9, CAMPAIGN_SHARE / coverage) if coverage else 0.0
         types = retailer_types()
         self.t = {k: np.array([t[k] for t in types], dtype=np.float64) for k in types[0] if
                   isinstance(types[0][k], (int, float))}
@@ -127,7 +137,7 @@ class SalesGenerator(TableGenerator):
         p = products[weighted_choice(rng, m.p_weight[products], n)]
         camp = np.full(n, -1, dtype=np.int64)
         if len(campaigns):
-            tied = np.flatnonzero(rng.random(n) < CAMPAIGN_SHARE)
+            tied = np.flatnonzero(rng.random(n) < m.tie_share)
             chosen = campaigns[rng.integers(0, len(campaigns), len(tied))]
             for c in np.unique(chosen):
                 rows = tied[chosen == c]

@@ -1,0 +1,18 @@
+# Sourced by run_local.sh and run_tests.sh: make .venv and install the project into it.
+# Reinstalls only when setup.py changed since the last install (a stamp in .venv).
+VENV="${FMCG_VENV:-.venv}"
+PYTHON="${PYTHON:-python3}"
+extras="${FMCG_EXTRAS:-}"
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "fmcg-beam: creating $VENV" >&2
+  "$PYTHON" -m venv "$VENV"
+  "$VENV/bin/python" -m pip install --quiet --upgrade pip
+fi
+stamp="$VENV/.fmcg-installed${extras:+-$extras}"
+if [ ! -f "$stamp" ] || [ setup.py -nt "$stamp" ]; then
+  echo "fmcg-beam: installing pinned dependencies into $VENV" >&2
+  spec="."
+  [ -n "$extras" ] && spec=".[$extras]"
+  "$VENV/bin/python" -m pip install --quiet -e "$spec"
+  touch "$stamp"
+fi

@@ -1,0 +1,44 @@
+"""fmcg-beam packaging.
+
+Versions are pinned exactly: the generated data depends on numpy's random
+streams, Arrow's encoders and DuckDB's hash, so Dataflow workers, the Flex
+template image and local runs must install the very same versions. The
+``schemas/`` directory ships as the package data ``fmcg_beam/schemas``.
+"""
+
+import re
+from pathlib import Path
+
+from setuptools import setup
+
+HERE = Path(__file__).resolve().parent
+VERSION = re.search(r'__version__ = "([^"]+)"', (HERE / "fmcg_beam" / "__init__.py").read_text()).group(1)
+
+INSTALL_REQUIRES = [
+    "apache-beam[gcp]==2.77.0",
+    "duckdb==1.5.5",
+    "faker==40.63.0",
+    "numpy==2.4.6",
+    "pyarrow==25.0.1",
+    "pydantic==2.14.4",
+]
+
+TEST_REQUIRES = [
+    "pytest==9.2.0",
+]
+
+setup(
+    name="fmcg-beam",
+    version=VERSION,
+    description="A Philippine FMCG star schema, generated in parallel with Apache Beam, for DuckDB and BigQuery.",
+    long_description=(HERE / "README.md").read_text(encoding="utf-8") if (HERE / "README.md").exists() else "",
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=["fmcg_beam", "fmcg_beam.generators", "fmcg_beam.data", "fmcg_beam.schemas"],
+    package_dir={"fmcg_beam.schemas": "schemas"},
+    package_data={"fmcg_beam.data": ["*.csv", "*.json"], "fmcg_beam.schemas": ["*.json"]},
+    include_package_data=False,
+    install_requires=INSTALL_REQUIRES,
+    extras_require={"test": TEST_REQUIRES},
+    entry_points={"console_scripts": ["fmcg-beam=fmcg_beam.cli:main"]},
+)

@@ -1,0 +1,62 @@
+"""Shared fixtures: small contexts, in-memory dimensions and real local warehouses."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from fmcg_beam import cli
+from fmcg_beam.generators import GENERATORS, Context, Lookups
+
+SMALL_SCALE = 0.05
+DIMENSIONS = [n for n in GENERATORS if n.startswith("dim_")]
+FACTS = [n for n in GENERATORS if n.startswith("fact_")]
+
+
+def make_context(seed: int = 42, scale: float = 0.2, start=dt.date(2023, 1, 1), end=dt.date(2025, 12, 31)) -> Context:
+    return Context(seed, scale, start, end)
+
+
+def build_lookups(ctx: Context) -> Lookups:
+    return Lookups({n: GENERATORS[n].generate_all(ctx) for n in DIMENSIONS})
+
+
+@pytest.fixture(scope="session")
+def ctx() -> Context:
+    return make_context()
+
+
+@pytest.fixture(scope="session")
+def lookups(ctx) -> Lookups:
+    return build_lookups(ctx)
+
+
+def run_cli(*args: str) -> int:
+    """Run ``python -m fmcg_beam`` in-process on one worker (fast start-up for tests)."""
+    argv = list(args)
+    if not any(a.startswith("--direct_num_workers") for a in argv):
+        argv += ["--direct_num_workers", "1"]
+    return cli.main(argv)
+
+
+def manifest(out: Path) -> dict:
+    return json.loads((out / "manifest.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def warehouse(tmp_path_factory) -> Path:
+    """A full three-year warehouse at a small scale, built once for the session."""
+    out = tmp_path_factory.mktemp("wh") / "out"
+    assert run_cli("--scale", str(SMALL_SCALE), "--seed", "7", "--output_dir", str(out)) == 0
+    return out
+
+
+@pytest.fixture()
+def con(warehouse):
+    c = duckdb.connect(str(warehouse / "fmcg.duckdb"), read_only=True)
+    yield c
+    c.close()

@@ -1,0 +1,171 @@
+"""End to end: the CLI writes a DuckDB warehouse whose rules are checked in SQL."""
+
+from __future__ import annotations
+
+import json
+
+import duckdb
+import pyarrow.parquet as pq
+import pytest
+
+from fmcg_beam import schema
+from fmcg_beam import plan as planning
+from fmcg_beam.options import resolve
+
+from conftest import SMALL_SCALE, manifest, run_cli
+
+FOREIGN_KEYS = [(t.name, fk) for t in schema.load_all().values() for fk in t.foreign_keys]
+
+
+def scalar(con, sql):
+    return con.execute(sql).fetchone()[0]
+
+
+def test_every_table_is_present_with_expected_rows(warehouse, con):
+    expected = planning.expected_counts(resolve(["--scale", str(SMALL_SCALE), "--seed", "7"], environ={}))
+    assert set(expected) == set(schema.load_all())
+    for table, rows in expected.items():
+        assert scalar(con, f"SELECT count(*) FROM {table}") == rows, table
+    m = manifest(warehouse)
+    assert {t: v["rows"] for t, v in m["tables"].items()} == expected
+    assert m["options"]["seed"] == 7 and m["version"]
+    assert expected["fact_sales"] > 20_000
+
+
+@pytest.mark.parametrize("table, fk", FOREIGN_KEYS, ids=[f"{t}.{fk.column}" for t, fk in FOREIGN_KEYS])
+def test_no_orphan_foreign_keys(con, table, fk):
+    orphans = scalar(
+        con,
+        f"SELECT count(*) FROM {table} c LEFT JOIN {fk.table} p ON c.{fk.column} = p.{fk.ref_column} "
+        f"WHERE c.{fk.column} IS NOT NULL AND p.{fk.ref_column} IS NULL",
+    )
+    assert orphans == 0
+
+
+def test_keys_are_declared_in_duckdb(con):
+    rows = con.execute(
+        "SELECT table_name, constraint_type FROM duckdb_constraints() WHERE constraint_type IN "
+        "('PRIMARY KEY', 'FOREIGN KEY')"
+    ).fetchall()
+    pks = {t for t, c in rows if c == "PRIMARY KEY"}
+    fks = sum(1 for _, c in rows if c == "FOREIGN KEY")
+    assert pks == set(schema.load_all())
+    assert fks == len(FOREIGN_KEYS)
+
+
+def test_column_types_follow_the_schemas(con):
+    for tdef in schema.load_all().values():
+        got = con.execute(
+            "SELECT column_name, data_type, is_nullable FROM information_schema.columns "
+            "WHERE table_name = ? ORDER BY ordinal_position", [tdef.name]
+        ).fetchall()
+        want = [(c.name, c.duckdb_type.replace(", ", ","), "NO" if c.required else "YES") for c in tdef.columns]
+        got = [(n, t.replace("TIMESTAMP WITH TIME ZONE", "TIMESTAMPTZ"), nl) for n, t, nl in got]
+        assert got == want, tdef.name
+
+
+def test_every_fact_date_is_in_the_period_and_in_dim_date(con):
+    for tdef in schema.load_all().values():
+        if not tdef.is_fact:
+            continue
+        bad = scalar(con, f"SELECT count(*) FROM {tdef.name} WHERE date < DATE '2023-01-01' OR date > DATE '2025-12-31'"
+                          f" OR date NOT IN (SELECT date_id FROM dim_date)")
+        assert bad == 0, tdef.name
+    assert scalar(con, "SELECT count(*) FROM dim_date") == 1096
+
+
+def test_sales_follow_lifecycle_rules(con):
+    assert scalar(con, """
+        SELECT count(*) FROM fact_sales s
+        JOIN dim_products p USING (product_id)
+        JOIN dim_retailers r USING (retailer_id)
+        JOIN dim_employees e USING (employee_id)
+        WHERE s.date < p.launch_date OR s.date >= coalesce(p.discontinued_date, DATE '9999-12-31')
+           OR s.date < r.registration_date OR s.date >= coalesce(r.deactivation_date, DATE '9999-12-31')
+           OR s.date < e.hire_date OR s.date >= coalesce(e.termination_date, DATE '9999-12-31')
+    """) == 0
+
+
+def test_sellers_are_sales_roles(con):
+    assert scalar(con, """
+        SELECT count(*) FROM fact_sales s JOIN dim_employees e USING (employee_id) JOIN dim_jobs j USING (job_id)
+        WHERE NOT j.can_sell""") == 0
+
+
+def test_campaign_sales_fall_in_the_campaign_and_its_brand(con):
+    assert scalar(con, """
+        SELECT count(*) FROM fact_sales s JOIN dim_campaigns c USING (campaign_id) JOIN dim_products p USING (product_id)
+        WHERE s.date NOT BETWEEN c.start_date AND c.end_date OR p.brand_id <> c.brand_id""") == 0
+    share = scalar(con, "SELECT avg((campaign_id IS NOT NULL)::INT) FROM fact_sales")
+    assert 0.2 < share < 0.4
+
+
+def test_amounts_reconcile_exactly(con):
+    assert scalar(con, """
+        SELECT count(*) FROM fact_sales
+        WHERE total_amount <> quantity * unit_price - discount_amount OR quantity <= 0 OR discount_amount < 0""") == 0
+    assert scalar(con, "SELECT count(*) FROM fact_sales WHERE discount_amount > 0 AND campaign_id IS NULL") == 0
+    assert scalar(con, "SELECT typeof(total_amount) FROM fact_sales LIMIT 1").startswith("DECIMAL")
+
+
+def test_second_run_replaces_and_never_duplicates(tmp_path):
+    out = tmp_path / "out"
+    args = ("--scale", "0.01", "--start_date", "2024-01-01", "--end_date", "2024-03-31", "--output_dir", str(out))
+    assert run_cli(*args) == 0
+    first = manifest(out)
+    assert run_cli(*args) == 0
+    assert manifest(out)["tables"] == first["tables"]
+    con = duckdb.connect(str(out / "fmcg.duckdb"), read_only=True)
+    assert con.execute("SELECT count(*) FROM fact_sales").fetchone()[0] == first["tables"]["fact_sales"]["rows"]
+    files = list((out / "parquet" / "fact_sales").glob("*.parquet"))
+    assert sum(pq.read_metadata(f).num_rows for f in files) == first["tables"]["fact_sales"]["rows"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "staging directories left behind"
+
+
+def test_table_subset_adds_the_dimensions_it_needs(tmp_path):
+    out = tmp_path / "out"
+    assert run_cli("--scale", "0.01", "--end_date", "2023-02-28", "--tables", "fact_sales,dim_products",
+                   "--output_dir", str(out)) == 0
+    tables = set(manifest(out)["tables"])
+    assert {"fact_sales", "dim_products", "dim_retailers", "dim_employees", "dim_campaigns", "dim_date",
+            "dim_brands", "dim_categories"} <= tables
+    assert "fact_inventory" not in tables and "dim_banks" in tables  # employees reference banks
+    con = duckdb.connect(str(out / "fmcg.duckdb"), read_only=True)
+    assert {r[0] for r in con.execute("SHOW TABLES").fetchall()} == tables
+
+
+def test_parquet_sink_writes_files_only(tmp_path):
+    out = tmp_path / "out"
+    assert run_cli("--scale", "0.01", "--end_date", "2023-01-31", "--sink", "parquet", "--output_dir", str(out)) == 0
+    assert not (out / "fmcg.duckdb").exists()
+    m = manifest(out)
+    for table, info in m["tables"].items():
+        files = list((out / "parquet" / table).glob("*.parquet"))
+        assert files, table
+        assert sum(pq.read_metadata(f).num_rows for f in files) == info["rows"]
+
+
+def test_failed_run_leaves_previous_warehouse_intact(tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    args = ("--scale", "0.01", "--end_date", "2023-01-31", "--output_dir", str(out))
+    assert run_cli(*args) == 0
+    before = (out / "manifest.json").read_text()
+    db_before = (out / "fmcg.duckdb").read_bytes()
+
+    from fmcg_beam.generators import GENERATORS
+
+    def explode(*a, **k):
+        raise RuntimeError("simulated failure in the middle of generation")
+
+    # The in-memory runner runs DoFns in this process, so the patched generator fails the run midway.
+    monkeypatch.setattr(GENERATORS["fact_sales"], "generate_unit", explode)
+    with pytest.raises(Exception, match="simulated failure"):
+        run_cli(*args[:-2], "--seed", "99", "--output_dir", str(out))
+    assert (out / "manifest.json").read_text() == before
+    assert (out / "fmcg.duckdb").read_bytes() == db_before
+    assert not [p for p in tmp_path.iterdir() if p.name != "out"], "staging directories left behind"
+
+
+def test_manifest_is_valid_json_with_checksums(warehouse):
+    m = json.loads((warehouse / "manifest.json").read_text())
+    assert all(v["checksum"] and v["rows"] == v["expected_rows"] for v in m["tables"].values())
