@@ -11,12 +11,15 @@ from fmcg_beam.generators.base import (  # noqa: F401 - re-exported
     Unit,
     group_shards,
 )
+from fmcg_beam.generators.costs import MarketingCostsGenerator, OperatingCostsGenerator
+from fmcg_beam.generators.inventory import InventoryGenerator
 from fmcg_beam.generators.members import (
     CampaignsGenerator,
     EmployeesGenerator,
     ProductsGenerator,
     RetailersGenerator,
 )
+from fmcg_beam.generators.payroll import PayrollGenerator
 from fmcg_beam.generators.reference_dims import (
     BanksGenerator,
     BrandsGenerator,
@@ -47,6 +50,10 @@ GENERATORS: dict[str, TableGenerator] = {
         EmployeesGenerator(),
         CampaignsGenerator(),
         SalesGenerator(),
+        InventoryGenerator(),
+        PayrollGenerator(),
+        OperatingCostsGenerator(),
+        MarketingCostsGenerator(),
     )
 }
 
