@@ -23,6 +23,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"fmcg-beam: error: {exc}", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # Beam relays every worker process's start-up chatter as warnings; keep real errors only.
+    logging.getLogger("apache_beam.runners.portability.local_job_service").setLevel(logging.ERROR)
     from fmcg_beam.run import run  # Beam's runner machinery loads only for a real run
 
     try:

@@ -51,6 +51,7 @@ class Settings(BaseModel):
     output_dir: Path = Path("output")
     rows_per_shard: int = Field(DEFAULT_ROWS_PER_SHARD, ge=1, le=50_000_000)
     tables: Optional[tuple[str, ...]] = None
+    duckdb_keys: Literal["all", "primary", "none"] = "all"
 
     @field_validator("start_date", "end_date", mode="before")
     @classmethod
@@ -129,6 +130,8 @@ _FLAGS: dict[str, str] = {
     "output_dir": "directory of the local warehouse; a rerun replaces it atomically",
     "rows_per_shard": "target rows per parallel work item (whole units; the data does not depend on it)",
     "tables": "comma-separated tables to generate (the dimensions they need are added); default all",
+    "duckdb_keys": "keys declared in the DuckDB file: all (primary and foreign keys, so BI tools see the star), "
+                   "primary, or none; DuckDB indexes every declared key, the slowest part of a large local run",
 }
 
 
@@ -200,6 +203,7 @@ _FIX = {
     "output_dir": "pass --output_dir PATH",
     "rows_per_shard": "pass a positive integer, e.g. --rows_per_shard 250000",
     "tables": "pass comma-separated table names, e.g. --tables fact_sales,dim_products",
+    "duckdb_keys": "pass --duckdb_keys all, primary or none",
 }
 
 

@@ -107,7 +107,7 @@ def run(settings: Settings, beam_argv: list[str] | None = None) -> RunReport:
         for table in plan.tables:
             warehouse.ensure_parquet(stage.path, table)
         if settings.sink == "duckdb":
-            warehouse.build_duckdb(stage.path, list(plan.tables))
+            warehouse.build_duckdb(stage.path, list(plan.tables), keys=settings.duckdb_keys)
             import duckdb
 
             con = duckdb.connect(str(stage.path / warehouse.DUCKDB_FILE), read_only=True)

@@ -110,15 +110,19 @@ class TableDef:
     def references(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(fk.table for fk in self.foreign_keys if fk.table != self.name))
 
-    def duckdb_ddl(self) -> str:
+    def duckdb_ddl(self, primary_key: bool = True, foreign_keys: bool = True) -> str:
+        """``CREATE TABLE``; DuckDB enforces and indexes every key it declares."""
         lines = [
             f"  {c.name} {c.duckdb_type}{' NOT NULL' if c.required else ''}" for c in self.columns
         ]
-        if self.primary_key:
-            lines.append(f"  PRIMARY KEY ({', '.join(self.primary_key)})")
-        for fk in self.foreign_keys:
+        if primary_key and self.primary_key:
+            lines.append(f"  {self.duckdb_primary_key()}")
+        for fk in self.foreign_keys if foreign_keys else ():
             lines.append(f"  FOREIGN KEY ({fk.column}) REFERENCES {fk.table} ({fk.ref_column})")
         return f"CREATE TABLE {self.name} (\n" + ",\n".join(lines) + "\n)"
+
+    def duckdb_primary_key(self) -> str:
+        return f"PRIMARY KEY ({', '.join(self.primary_key)})"
 
     def duckdb_comments(self) -> list[str]:
         def q(text: str) -> str:

@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import shutil
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterator
 
@@ -86,20 +88,61 @@ def ensure_parquet(root: Path, table: str) -> None:
         write_parquet(columns.empty_batch(schema.table(table)), folder / f"{table}-empty.parquet")
 
 
-def build_duckdb(root: Path, tables: list[str]) -> None:
-    """``root/fmcg.duckdb`` with every table, its keys and comments, loaded from the Parquet files."""
+def build_duckdb(root: Path, tables: list[str], keys: str = "all", loaders: int = 4) -> None:
+    """``root/fmcg.duckdb`` with every table, its keys and comments, loaded from the Parquet files.
+
+    ``keys``: ``all`` declares primary and foreign keys, ``primary`` primary keys only, ``none`` no keys.
+    DuckDB enforces and indexes every declared key, which is most of the cost of a large load, so fact
+    tables are loaded by ``loaders`` concurrent connections (a file group each) and get their primary
+    key index built in bulk afterwards.
+    """
     con = duckdb.connect(str(root / DUCKDB_FILE))
     try:
-        for name in schema.dependency_order(tables):
+        order = schema.dependency_order(tables)
+        facts = [t for t in order if schema.table(t).is_fact]
+        for name in order:
             tdef = schema.table(name)
-            con.execute(tdef.duckdb_ddl())
+            con.execute(tdef.duckdb_ddl(primary_key=keys != "none" and not tdef.is_fact, foreign_keys=keys == "all"))
             for stmt in tdef.duckdb_comments():
                 con.execute(stmt)
-            cols = ", ".join(tdef.column_names)
-            con.execute(f"INSERT INTO {name} SELECT {cols} FROM read_parquet('{parquet_glob(root, name)}')")
+            if not tdef.is_fact:
+                con.execute(_insert_sql(name, [parquet_glob(root, name)]))
+        jobs = []
+        for name in facts:
+            files = sorted(str(f) for f in (root / "parquet" / name).glob("*.parquet"))
+            groups = min(loaders, len(files))
+            jobs += [(name, files[i::groups]) for i in range(groups)]
+        pending: queue.SimpleQueue = queue.SimpleQueue()
+        for job in jobs:
+            pending.put(job)
+
+        def load() -> None:
+            cur = con.cursor()  # a connection per thread: DuckDB appends to a table concurrently
+            try:
+                while True:
+                    try:
+                        table, files = pending.get_nowait()
+                    except queue.Empty:
+                        return
+                    cur.execute(_insert_sql(table, files))
+            finally:
+                cur.close()
+
+        workers = max(1, min(loaders, len(jobs)))
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            for f in [pool.submit(load) for _ in range(workers)]:
+                f.result()
+        if keys != "none":
+            for name in facts:
+                con.execute(f"ALTER TABLE {name} ADD {schema.table(name).duckdb_primary_key()}")
         con.execute("CHECKPOINT")
     finally:
         con.close()
+
+
+def _insert_sql(table: str, paths: list[str]) -> str:
+    cols = ", ".join(schema.table(table).column_names)
+    return f"INSERT INTO {table} SELECT {cols} FROM read_parquet({paths!r})"
 
 
 def checksum_sql(relation: str) -> str:
