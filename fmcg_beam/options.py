@@ -30,6 +30,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from fmcg_beam import timeline
 
 ENV_PREFIX = "FMCG_"
+# BigQuery naming rules (https://cloud.google.com/bigquery/docs/datasets#dataset-naming and resource-manager
+# project ids); the Flex template's metadata.json uses the same patterns.
+PROJECT_PATTERN = r"^(?:[a-z][a-z0-9.-]{1,61}[a-z0-9]:)?[a-z][a-z0-9-]{4,28}[a-z0-9]$"
+DATASET_PATTERN = r"^[A-Za-z0-9_]{1,1024}$"
+LOCATION_PATTERN = r"^(?:US|EU|us|eu|[a-z]+-[a-z]+[0-9]+)$"
+ENDPOINT_PATTERN = r"^https?://[A-Za-z0-9.\-\[\]:]+(?::[0-9]{1,5})?/?$"
 DEFAULT_ROWS_PER_SHARD = 250_000
 MAX_SCALE = 10_000.0
 
@@ -47,11 +53,24 @@ class Settings(BaseModel):
     seed: int = Field(42, ge=0, le=2**63 - 1)
     start_date: dt.date = timeline.DEFAULT_START
     end_date: dt.date = timeline.DEFAULT_END
-    sink: Literal["duckdb", "parquet"] = "duckdb"
+    sink: Literal["duckdb", "parquet", "bigquery"] = "duckdb"
     output_dir: Path = Path("output")
     rows_per_shard: int = Field(DEFAULT_ROWS_PER_SHARD, ge=1, le=50_000_000)
     tables: Optional[tuple[str, ...]] = None
     duckdb_keys: Literal["all", "primary", "none"] = "all"
+    dataset: Optional[str] = Field(None, pattern=DATASET_PATTERN)
+    bq_location: str = Field("asia-southeast1", pattern=LOCATION_PATTERN)
+    bq_write_method: Literal["FILE_LOADS", "STREAMING_INSERTS"] = "FILE_LOADS"
+    bq_endpoint: Optional[str] = Field(None, pattern=ENDPOINT_PATTERN)
+    # Beam's own options that fmcg-beam checks before anything starts.
+    project: Optional[str] = Field(None, pattern=PROJECT_PATTERN)
+    temp_location: Optional[str] = None
+    runner: Optional[str] = None
+
+    @field_validator("bq_write_method", mode="before")
+    @classmethod
+    def _upper_method(cls, v: Any) -> Any:
+        return v.strip().upper() if isinstance(v, str) else v
 
     @field_validator("start_date", "end_date", mode="before")
     @classmethod
@@ -113,10 +132,33 @@ class Settings(BaseModel):
         return v
 
     @model_validator(mode="after")
-    def _period_in_order(self) -> "Settings":
+    def _consistent(self) -> "Settings":
         if self.end_date < self.start_date:
-            raise ValueError(f"end_date {self.end_date} is before start_date {self.start_date}")
+            raise _field_error("end_date", f"{self.end_date} is before --start_date {self.start_date}")
+        on_dataflow = (self.runner or "").lower() in ("dataflowrunner", "dataflow")
+        if on_dataflow and self.sink != "bigquery":
+            raise _field_error("sink", f"--sink {self.sink} writes local files, which a Dataflow job cannot; "
+                                       "use --sink bigquery with --runner DataflowRunner")
+        if self.sink != "bigquery":
+            return self
+        if not self.project:
+            raise _field_error("project", "is required with --sink bigquery; pass --project YOUR_PROJECT_ID")
+        if not self.dataset:
+            raise _field_error("dataset", "is required with --sink bigquery; pass --dataset fmcg")
+        if self.bq_write_method == "FILE_LOADS" or on_dataflow:
+            if not self.temp_location:
+                raise _field_error("temp_location", "is required for BigQuery file loads; pass --temp_location "
+                                                    "gs://YOUR_BUCKET/tmp")
+            if not self.temp_location.startswith("gs://") and (on_dataflow or not self.bq_endpoint):
+                raise _field_error("temp_location", f"{self.temp_location!r} is not a gs:// path; BigQuery load "
+                                                    "jobs read from Cloud Storage: pass --temp_location "
+                                                    "gs://YOUR_BUCKET/tmp")
         return self
+
+
+def _field_error(field: str, message: str) -> ValueError:
+    """A cross-field error attributed to one option (see ``settings_from``)."""
+    return ValueError(f"@{field}@{message}")
 
 
 # (flag, help). Defaults come from ``Settings`` so they are stated once.
@@ -132,7 +174,15 @@ _FLAGS: dict[str, str] = {
     "tables": "comma-separated tables to generate (the dimensions they need are added); default all",
     "duckdb_keys": "keys declared in the DuckDB file: all (primary and foreign keys, so BI tools see the star), "
                    "primary, or none; DuckDB indexes every declared key, the slowest part of a large local run",
+    "dataset": "BigQuery dataset to load (with --sink bigquery; created if missing), e.g. fmcg",
+    "bq_location": "location of the BigQuery dataset when it is created",
+    "bq_write_method": "FILE_LOADS (Avro load jobs through --temp_location) or STREAMING_INSERTS",
+    "bq_endpoint": "BigQuery API endpoint, e.g. http://localhost:9050 for a local emulator (anonymous credentials; "
+                   "--temp_location may then be a local directory); env BIGQUERY_EMULATOR_HOST is honoured too",
 }
+
+# Beam's own options that fmcg-beam reads to validate a run up front (env fallbacks as for its own flags).
+_BEAM_FLAGS = ("project", "temp_location", "runner")
 
 
 def env_name(flag: str) -> str:
@@ -199,11 +249,17 @@ _FIX = {
     "seed": "pass a non-negative integer, e.g. --seed 7",
     "start_date": "pass a date as YYYY-MM-DD, e.g. --start_date 2023-01-01",
     "end_date": "pass a date as YYYY-MM-DD on or after --start_date, e.g. --end_date 2025-12-31",
-    "sink": "pass --sink duckdb or --sink parquet",
+    "sink": "pass --sink duckdb, parquet or bigquery",
     "output_dir": "pass --output_dir PATH",
     "rows_per_shard": "pass a positive integer, e.g. --rows_per_shard 250000",
     "tables": "pass comma-separated table names, e.g. --tables fact_sales,dim_products",
     "duckdb_keys": "pass --duckdb_keys all, primary or none",
+    "dataset": "pass a dataset name of letters, digits and underscores, e.g. --dataset fmcg",
+    "bq_location": "pass a BigQuery location such as US, EU or asia-southeast1",
+    "bq_write_method": "pass --bq_write_method FILE_LOADS or STREAMING_INSERTS",
+    "bq_endpoint": "pass a URL such as http://localhost:9050",
+    "project": "pass a Google Cloud project id such as my-project-123 (6-30 lowercase letters, digits, hyphens)",
+    "temp_location": "pass --temp_location gs://YOUR_BUCKET/tmp",
 }
 
 
@@ -215,13 +271,17 @@ def settings_from(values: dict[str, Any], sources: dict[str, str]) -> Settings:
         loc = err.get("loc", ())
         field = str(loc[0]) if loc else ""
         msg = err["msg"].removeprefix("Value error, ")
+        fix = ""
+        if msg.startswith("@"):  # a cross-field rule names its option and says how to fix it
+            field, msg = msg[1:].split("@", 1)
+        else:
+            fix = "; " + _FIX.get(field, "see python -m fmcg_beam --help")
+            if err.get("type") == "string_pattern_mismatch":
+                msg = "is not a valid value"
         given = values.get(field)
-        if field == "" and "end_date" in msg:  # the cross-field period check
-            field = "end_date"
         where = sources.get(field, f"--{field}")
         got = f" (got {given!r})" if given is not None and str(given) not in msg else ""
-        fix = _FIX.get(field, "see python -m fmcg_beam --help")
-        raise OptionsError(f"{where}: {msg}{got}; {fix}") from None
+        raise OptionsError(f"{where}: {msg}{got}{fix}") from None
 
 
 def resolve(argv: list[str], environ: Optional[dict[str, str]] = None) -> Settings:
@@ -231,12 +291,14 @@ def resolve(argv: list[str], environ: Optional[dict[str, str]] = None) -> Settin
     parsed = _all_options_parser().parse_known_args(argv)[0]
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
-    for flag in _FLAGS:
+    for flag in (*_FLAGS, *_BEAM_FLAGS):
         cli = getattr(parsed, flag, None)
         if cli is not None:
             values[flag], sources[flag] = cli, f"--{flag}"
         elif environ.get(env_name(flag), "") != "":
             values[flag], sources[flag] = environ[env_name(flag)], env_name(flag)
+    if "bq_endpoint" not in values and environ.get("BIGQUERY_EMULATOR_HOST"):
+        values["bq_endpoint"], sources["bq_endpoint"] = environ["BIGQUERY_EMULATOR_HOST"], "BIGQUERY_EMULATOR_HOST"
     return settings_from(values, sources)
 
 
