@@ -12,7 +12,8 @@ import sys
 from fmcg_beam.options import OptionsError, help_parser, resolve
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, wait: bool = True) -> int:
+    """Run the command line ``argv``; ``wait=False`` returns once a remote job is submitted."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if "-h" in argv or "--help" in argv:
         help_parser().print_help()
@@ -28,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     from fmcg_beam.run import run  # Beam's runner machinery loads only for a real run
 
     try:
-        report = run(settings, argv)
+        report = run(settings, argv, wait=wait)
     except KeyboardInterrupt:
         print("fmcg-beam: interrupted; the previous warehouse is unchanged", file=sys.stderr)
         return 130

@@ -92,7 +92,7 @@ def _table_seconds(result, tables) -> dict[str, float]:
     return seconds
 
 
-def run(settings: Settings, beam_argv: list[str] | None = None) -> RunReport:
+def run(settings: Settings, beam_argv: list[str] | None = None, wait: bool = True) -> RunReport:
     beam_argv = list(beam_argv or [])
     started = time.perf_counter()
     plan = planning.plan(settings)
