@@ -30,9 +30,18 @@ def main(argv: list[str] | None = None, wait: bool = True) -> int:
 
     try:
         report = run(settings, argv, wait=wait)
+    except OptionsError as exc:  # found once the run looked further, e.g. missing credentials
+        print(f"fmcg-beam: error: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("fmcg-beam: interrupted; the previous warehouse is unchanged", file=sys.stderr)
         return 130
-    print(report.format())
-    print(f"warehouse: {settings.output_dir}")
+    if report.job_id:
+        print(f"job: {report.job_id}")
+    if report.tables:
+        print(report.format())
+    if settings.sink == "bigquery":
+        print(f"warehouse: {settings.project}:{settings.dataset}")
+    else:
+        print(f"warehouse: {settings.output_dir}")
     return 0

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import DirectOptions, GoogleCloudOptions, PipelineOptions, StandardOptions
 
 from fmcg_beam import __version__, pipeline, warehouse
 from fmcg_beam import plan as planning
@@ -59,6 +59,7 @@ class TableReport:
 class RunReport:
     settings: Settings
     tables: dict[str, TableReport] = field(default_factory=dict)
+    job_id: str | None = None
     pipeline_seconds: float = 0.0
     sink_seconds: float = 0.0
     total_seconds: float = 0.0
@@ -80,20 +81,34 @@ class RunReport:
         return "\n".join(lines)
 
 
+def _counters(result) -> list:
+    try:
+        return result.metrics().query()["counters"]
+    except Exception:  # a runner without metrics support still gets its data written
+        return []
+
+
 def _table_seconds(result, tables) -> dict[str, float]:
     seconds = {t: 0.0 for t in tables}
-    try:
-        counters = result.metrics().query()["counters"]
-    except Exception:  # a runner without metrics support still gets its data written
-        return seconds
-    for c in counters:
+    for c in _counters(result):
         if c.key.metric.namespace in seconds and c.key.metric.name.endswith("_msecs"):
             seconds[c.key.metric.namespace] += (c.committed or c.attempted or 0) / 1000
     return seconds
 
 
+def _metric_sum(result, tables, name: str) -> int:
+    return int(sum((c.committed or c.attempted or 0) for c in _counters(result)
+                   if c.key.metric.namespace in tables and c.key.metric.name == name))
+
+
 def run(settings: Settings, beam_argv: list[str] | None = None, wait: bool = True) -> RunReport:
-    beam_argv = list(beam_argv or [])
+    """Generate and write the warehouse; ``wait=False`` returns once a remote job is submitted."""
+    if settings.sink == "bigquery":
+        return _run_bigquery(settings, list(beam_argv or []), wait)
+    return _run_local(settings, list(beam_argv or []))
+
+
+def _run_local(settings: Settings, beam_argv: list[str]) -> RunReport:
     started = time.perf_counter()
     plan = planning.plan(settings)
     options = pipeline_options(beam_argv)
@@ -117,9 +132,7 @@ def run(settings: Settings, beam_argv: list[str] | None = None, wait: bool = Tru
                 con.close()
         else:
             stats = warehouse.parquet_stats(stage.path, list(plan.tables))
-        mismatched = {t: (stats[t][0], plan.rows[t]) for t in plan.tables if stats[t][0] != plan.rows[t]}
-        if mismatched:
-            raise RuntimeError(f"row counts differ from the plan (written, expected): {mismatched}")
+        _check_counts(plan, {t: v[0] for t, v in stats.items()})
         seconds = _table_seconds(result, plan.tables)
         for t in plan.tables:
             report.tables[t] = TableReport(stats[t][0], plan.rows[t], stats[t][1], seconds[t])
@@ -140,3 +153,54 @@ def run(settings: Settings, beam_argv: list[str] | None = None, wait: bool = Tru
         stage.commit()
     report.total_seconds = time.perf_counter() - started
     return report
+
+
+def _check_counts(plan, written: dict[str, int]) -> None:
+    mismatched = {t: (written[t], plan.rows[t]) for t in plan.tables if written[t] != plan.rows[t]}
+    if mismatched:
+        raise RuntimeError(f"row counts differ from the plan (written, expected): {mismatched}")
+
+
+def _run_bigquery(settings: Settings, beam_argv: list[str], wait: bool) -> RunReport:
+    from fmcg_beam import bigquery
+
+    started = time.perf_counter()
+    target = bigquery.Target.from_settings(settings)
+    bigquery.ensure_credentials(target)
+    plan = planning.plan(settings)
+    options = pipeline_options(beam_argv)
+    gcp = options.view_as(GoogleCloudOptions)
+    gcp.project = gcp.project or settings.project  # a project or temp location from FMCG_* variables
+    gcp.temp_location = gcp.temp_location or settings.temp_location
+    report = RunReport(settings)
+    bigquery.prepare_tables(target, list(plan.tables))
+    p = pipeline.build(plan, options, lambda t: bigquery.WriteBigQuery(t, target), local_runner(options))
+    result = p.run()
+    report.job_id = _job_id(result)
+    if not wait:
+        report.total_seconds = time.perf_counter() - started
+        return report
+    state = result.wait_until_finish()
+    if str(state).split(".")[-1] not in ("DONE", "None"):
+        raise RuntimeError(f"the pipeline ended in state {state}")
+    report.pipeline_seconds = time.perf_counter() - started
+    sink_started = time.perf_counter()
+    failed = _metric_sum(result, plan.tables, "bq_failed_rows")
+    if failed:
+        raise RuntimeError(f"BigQuery rejected {failed} rows; see the pipeline log for the errors")
+    counts = bigquery.row_counts(target, list(plan.tables))
+    _check_counts(plan, counts)
+    seconds = _table_seconds(result, plan.tables)
+    for t in plan.tables:
+        report.tables[t] = TableReport(counts[t], plan.rows[t], "", seconds[t])
+    report.sink_seconds = time.perf_counter() - sink_started
+    report.total_seconds = time.perf_counter() - started
+    return report
+
+
+def _job_id(result) -> str | None:
+    job_id = getattr(result, "job_id", None)
+    try:
+        return job_id() if callable(job_id) else job_id
+    except Exception:  # local runners have no job id
+        return None
