@@ -10,6 +10,10 @@
    row-group size, from vectorised random numpy columns, with no Beam and no
    business rules.
 
+3. With ``--bigquery``: loads the same pipeline into a local BigQuery emulator
+   (bqemulator) with each write method at ``--bq_scale`` and prints rows/s and
+   the share of the run spent converting Arrow batches to row dicts.
+
 Prints rows/s of both, their ratio per fact table (pipeline CPU seconds per
 table from Beam metrics against the ceiling's seconds for that table) and for
 the whole run (wall clock), and peak memory. Targets on a 2-core machine:
@@ -38,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from fmcg_beam import schema  # noqa: E402
 from fmcg_beam import plan as planning  # noqa: E402
 from fmcg_beam.options import resolve  # noqa: E402
-from fmcg_beam.warehouse import write_parquet  # noqa: E402
+from fmcg_beam.warehouse import PARQUET_COMPRESSION, write_parquet  # noqa: E402
 
 
 def tree_rss_bytes(root: int) -> int:
@@ -133,6 +137,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scale", type=float, default=1.0)
     parser.add_argument("--skip-ceiling", action="store_true")
+    parser.add_argument("--bigquery", action="store_true", help="also time loads into a local BigQuery emulator")
+    parser.add_argument("--bq_scale", type=float, default=0.1)
     args, extra = parser.parse_known_args()
     settings = resolve(["--scale", str(args.scale), *extra], environ={})
     rows = planning.expected_counts(settings)
@@ -151,7 +157,7 @@ def main() -> None:
             ceiling = run_ceiling(rows, settings.rows_per_shard, Path(tmp) / "ceiling")
             ceiling_wall = time.perf_counter() - started
             print(f"ceiling:  {total_rows:,} rows in {ceiling_wall:.1f} s = {total_rows / ceiling_wall:,.0f} rows/s "
-                  f"(numpy + pyarrow, Parquet {schema and 'snappy'}, no Beam, no rules, one process)")
+                  f"(numpy + pyarrow, Parquet {PARQUET_COMPRESSION}, no Beam, no rules, one process)")
             print(f"\n{'fact table':<24}{'rows':>12}{'pipeline cpu s':>16}{'ceiling s':>11}{'ratio':>8}")
             for table in rows:
                 if table.startswith("fact_"):
@@ -161,7 +167,30 @@ def main() -> None:
             print(f"{'whole run (wall)':<24}{total_rows:>12,}{wall:>16.2f}{ceiling_wall:>11.2f}"
                   f"{wall / ceiling_wall:>8.2f}")
             result.update(ceiling_seconds=round(ceiling_wall, 2), ratio=round(wall / ceiling_wall, 2))
+        if args.bigquery:
+            result["bigquery"] = bench_bigquery(args.bq_scale, Path(tmp))
         print("\nJSON " + json.dumps(result))
+
+
+def bench_bigquery(scale: float, tmp: Path) -> dict:
+    from fmcg_beam.emulator import Emulator
+
+    rows = sum(planning.expected_counts(resolve(["--scale", str(scale)], environ={})).values())
+    out = {}
+    print(f"\nBigQuery emulator, scale {scale} ({rows:,} rows)")
+    print(f"{'write method':<20}{'seconds':>9}{'rows/s':>10}{'convert cpu s':>15}{'convert share':>15}")
+    with Emulator("bench-project") as emu:
+        for method in ("FILE_LOADS", "STREAMING_INSERTS"):
+            argv = ["--scale", str(scale), "--sink", "bigquery", "--bq_endpoint", emu.endpoint, "--project",
+                    "bench-project", "--dataset", f"bench_{method.lower()}", "--bq_write_method", method,
+                    "--temp_location", str(tmp / f"bq-{method}")]
+            wall, _, summary = run_pipeline(argv)
+            m = re.search(r"convert ([\d.]+)s", summary)
+            convert = float(m.group(1)) if m else float("nan")
+            print(f"{method:<20}{wall:>9.1f}{rows / wall:>10,.0f}{convert:>15.2f}{convert / wall:>15.1%}")
+            out[method] = {"seconds": round(wall, 2), "rows_per_second": round(rows / wall),
+                           "convert_cpu_seconds": convert, "convert_share_of_wall": round(convert / wall, 4)}
+    return out
 
 
 if __name__ == "__main__":

@@ -60,6 +60,8 @@ class RunReport:
     settings: Settings
     tables: dict[str, TableReport] = field(default_factory=dict)
     job_id: str | None = None
+    # CPU seconds by step across all tables (generate, write, convert), from Beam metrics.
+    step_seconds: dict[str, float] = field(default_factory=dict)
     pipeline_seconds: float = 0.0
     sink_seconds: float = 0.0
     total_seconds: float = 0.0
@@ -78,6 +80,9 @@ class RunReport:
             f"{'total':<22}{self.total_rows:>12,}{'':>12}{self.total_seconds:>9.2f}{rate:>12,.0f}  "
             f"(wall: pipeline {self.pipeline_seconds:.1f}s, {self.settings.sink} {self.sink_seconds:.1f}s)"
         )
+        if self.step_seconds:
+            steps = ", ".join(f"{k} {v:.2f}s" for k, v in sorted(self.step_seconds.items()))
+            lines.append(f"cpu by step: {steps}")
         return "\n".join(lines)
 
 
@@ -86,6 +91,16 @@ def _counters(result) -> list:
         return result.metrics().query()["counters"]
     except Exception:  # a runner without metrics support still gets its data written
         return []
+
+
+def _step_seconds(result, tables) -> dict[str, float]:
+    steps: dict[str, float] = {}
+    for c in _counters(result):
+        name = c.key.metric.name
+        if c.key.metric.namespace in tables and name.endswith("_msecs"):
+            step = name.removesuffix("_msecs")
+            steps[step] = steps.get(step, 0.0) + (c.committed or c.attempted or 0) / 1000
+    return steps
 
 
 def _table_seconds(result, tables) -> dict[str, float]:
@@ -134,6 +149,7 @@ def _run_local(settings: Settings, beam_argv: list[str]) -> RunReport:
             stats = warehouse.parquet_stats(stage.path, list(plan.tables))
         _check_counts(plan, {t: v[0] for t, v in stats.items()})
         seconds = _table_seconds(result, plan.tables)
+        report.step_seconds = _step_seconds(result, plan.tables)
         for t in plan.tables:
             report.tables[t] = TableReport(stats[t][0], plan.rows[t], stats[t][1], seconds[t])
         warehouse.write_manifest(
@@ -191,6 +207,7 @@ def _run_bigquery(settings: Settings, beam_argv: list[str], wait: bool) -> RunRe
     counts = bigquery.row_counts(target, list(plan.tables))
     _check_counts(plan, counts)
     seconds = _table_seconds(result, plan.tables)
+    report.step_seconds = _step_seconds(result, plan.tables)
     for t in plan.tables:
         report.tables[t] = TableReport(counts[t], plan.rows[t], "", seconds[t])
     report.sink_seconds = time.perf_counter() - sink_started
