@@ -88,7 +88,23 @@ def ensure_parquet(root: Path, table: str) -> None:
         write_parquet(columns.empty_batch(schema.table(table)), folder / f"{table}-empty.parquet")
 
 
-def build_duckdb(root: Path, tables: list[str], keys: str = "all", loaders: int = 4) -> None:
+# DuckDB's own default is 80% of RAM; the key indexes of a large run would take it. A bounded build
+# that runs out of memory is retried unbounded, so the limit costs time only when it is too small.
+DUCKDB_MEMORY_LIMIT = "1GB"
+
+
+def build_duckdb(root: Path, tables: list[str], keys: str = "all", loaders: int | None = None) -> None:
+    """Build ``root/fmcg.duckdb`` within ``DUCKDB_MEMORY_LIMIT`` if it fits, else with DuckDB's default."""
+    loaders = loaders or min(4, os.cpu_count() or 1)
+    try:
+        _build_duckdb(root, tables, keys, loaders, {"memory_limit": DUCKDB_MEMORY_LIMIT})
+    except duckdb.OutOfMemoryException:
+        for f in root.glob(DUCKDB_FILE + "*"):
+            f.unlink()
+        _build_duckdb(root, tables, keys, loaders, {})
+
+
+def _build_duckdb(root: Path, tables: list[str], keys: str, loaders: int, config: dict) -> None:
     """``root/fmcg.duckdb`` with every table, its keys and comments, loaded from the Parquet files.
 
     ``keys``: ``all`` declares primary and foreign keys, ``primary`` primary keys only, ``none`` no keys.
@@ -96,7 +112,7 @@ def build_duckdb(root: Path, tables: list[str], keys: str = "all", loaders: int 
     tables are loaded by ``loaders`` concurrent connections (a file group each) and get their primary
     key index built in bulk afterwards.
     """
-    con = duckdb.connect(str(root / DUCKDB_FILE))
+    con = duckdb.connect(str(root / DUCKDB_FILE), config=config)
     try:
         order = schema.dependency_order(tables)
         facts = [t for t in order if schema.table(t).is_fact]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import duckdb
 import pyarrow.parquet as pq
@@ -169,3 +170,23 @@ def test_failed_run_leaves_previous_warehouse_intact(tmp_path, monkeypatch):
 def test_manifest_is_valid_json_with_checksums(warehouse):
     m = json.loads((warehouse / "manifest.json").read_text())
     assert all(v["checksum"] and v["rows"] == v["expected_rows"] for v in m["tables"].values())
+
+
+def test_duckdb_build_that_runs_out_of_memory_is_retried_unbounded(warehouse, tmp_path, monkeypatch):
+    from fmcg_beam import warehouse as wh
+
+    root = tmp_path / "copy"
+    shutil.copytree(warehouse / "parquet", root / "parquet")
+    limits = []
+    real = wh._build_duckdb
+
+    def spy(root_, tables, keys, loaders, config):
+        limits.append(config.get("memory_limit"))
+        return real(root_, tables, keys, loaders, config)
+
+    monkeypatch.setattr(wh, "_build_duckdb", spy)
+    monkeypatch.setattr(wh, "DUCKDB_MEMORY_LIMIT", "1MB")
+    wh.build_duckdb(root, list(schema.load_all()))
+    assert limits == ["1MB", None]
+    con = duckdb.connect(str(root / "fmcg.duckdb"), read_only=True)
+    assert con.execute("SELECT count(*) FROM fact_sales").fetchone()[0] == manifest(warehouse)["tables"]["fact_sales"]["rows"]
