@@ -24,7 +24,14 @@ INSTALL_REQUIRES = [
 ]
 
 TEST_REQUIRES = [
+    # A real BigQuery wire-protocol server for the sink's tests, and the DuckDB extensions it would
+    # otherwise download (installed offline by fmcg_beam.emulator).
+    "bqemulator==1.4.0",
+    "duckdb-extension-avro==1.5.5",
+    "duckdb-extension-spatial==1.5.5",
+    "google-cloud-dataflow-client==0.13.0",  # parses the Flex template's metadata.json strictly
     "pytest==9.2.0",
+    "wheel==0.45.1",  # builds the wheel offline (--no-build-isolation) with the venv's setuptools
 ]
 
 setup(

@@ -21,6 +21,7 @@ import argparse
 import datetime as dt
 import difflib
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal, Optional
 
@@ -35,6 +36,8 @@ ENV_PREFIX = "FMCG_"
 PROJECT_PATTERN = r"^(?:[a-z][a-z0-9.-]{1,61}[a-z0-9]:)?[a-z][a-z0-9-]{4,28}[a-z0-9]$"
 DATASET_PATTERN = r"^[A-Za-z0-9_]{1,1024}$"
 LOCATION_PATTERN = r"^(?:US|EU|us|eu|[a-z]+-[a-z]+[0-9]+)$"
+# Cloud Storage bucket names: 3-63 characters; Beam treats an invalid one as missing and makes its own bucket.
+GCS_PATH_PATTERN = r"^gs://[a-z0-9][a-z0-9_.-]{1,61}[a-z0-9](?:/.*)?$"
 ENDPOINT_PATTERN = r"^https?://[A-Za-z0-9.\-\[\]:]+(?::[0-9]{1,5})?/?$"
 DEFAULT_ROWS_PER_SHARD = 250_000
 MAX_SCALE = 10_000.0
@@ -153,6 +156,11 @@ class Settings(BaseModel):
                 raise _field_error("temp_location", f"{self.temp_location!r} is not a gs:// path; BigQuery load "
                                                     "jobs read from Cloud Storage: pass --temp_location "
                                                     "gs://YOUR_BUCKET/tmp")
+        if self.temp_location and self.temp_location.startswith("gs://") and not re.match(
+                GCS_PATH_PATTERN, self.temp_location):
+            raise _field_error("temp_location", f"{self.temp_location!r} does not name a valid Cloud Storage "
+                                                "bucket (3-63 lowercase letters, digits, -, _ or .); pass "
+                                                "--temp_location gs://YOUR_BUCKET/tmp")
         return self
 
 

@@ -167,9 +167,10 @@ def test_missing_credentials_fail_fast_with_how_to_authenticate(tmp_path):
     (["--dataset", "bad-name"], "--dataset"),
     (["--bq_write_method", "BULK"], "--bq_write_method"),
     (["--temp_location", "/tmp/x"], "gs://"),
+    (["--temp_location", "gs://b/tmp"], "valid Cloud Storage bucket"),
 ])
 def test_bad_bigquery_options_exit_2_before_any_work(tmp_path, capsys, args, needle):
-    base = {"--project": "my-proj-123", "--dataset": "fmcg", "--temp_location": "gs://b/tmp"}
+    base = {"--project": "my-proj-123", "--dataset": "fmcg", "--temp_location": "gs://fmcg-bucket/tmp"}
     base.update(dict(zip(args[::2], args[1::2])))
     argv = ["--sink", "bigquery"] + [x for kv in base.items() for x in kv]
     assert run_cli(*argv) == 2
