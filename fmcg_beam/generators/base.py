@@ -24,7 +24,7 @@ import datetime as dt
 import math
 from dataclasses import dataclass
 from functools import cached_property
-from typing import ClassVar, Mapping, Sequence
+from typing import Callable, ClassVar, Mapping, Sequence, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -35,6 +35,7 @@ from fmcg_beam.randomness import unit_rng
 
 DIM_BLOCK = 1024
 FACT_BLOCK = 16384
+T = TypeVar("T")
 # A fact key is YYYYMMDD * KEY_DAY_FACTOR + the row's position in its day.
 KEY_DAY_FACTOR = 10**8
 
@@ -135,7 +136,13 @@ class Lookups:
 
     def __init__(self, tables: Mapping[str, pa.Table]):
         self._views = {name: DimView(t) for name, t in tables.items()}
-        self.derived: dict[str, object] = {}
+        self._derived: dict[object, object] = {}
+
+    def derive(self, key: object, build: Callable[[], T]) -> T:
+        """``build()``, computed once per ``key`` for these tables (a generator's prepared arrays)."""
+        if key not in self._derived:
+            self._derived[key] = build()
+        return self._derived[key]  # type: ignore[return-value]
 
     def __getitem__(self, name: str) -> DimView:
         try:

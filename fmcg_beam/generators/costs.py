@@ -163,10 +163,7 @@ class OperatingCostsGenerator(TableGenerator):
 
     @staticmethod
     def departments(lk: Lookups, ctx: Context) -> _Departments:
-        key = ("operating_costs", ctx.scale)
-        if key not in lk.derived:
-            lk.derived[key] = _Departments(lk, ctx.scale)
-        return lk.derived[key]
+        return lk.derive(("operating_costs", ctx.scale), lambda: _Departments(lk, ctx.scale))
 
     def generate_unit(self, ctx: Context, unit: Unit, lookups: Lookups | None) -> dict[str, object]:
         m = self.departments(lookups, ctx)
@@ -305,10 +302,7 @@ class MarketingCostsGenerator(TableGenerator):
 
     @staticmethod
     def campaigns(lk: Lookups, ctx: Context) -> _Campaigns:
-        key = ("marketing_costs", ctx.seed, ctx.scale)
-        if key not in lk.derived:
-            lk.derived[key] = _Campaigns(lk, ctx)
-        return lk.derived[key]
+        return lk.derive(("marketing_costs", ctx.seed, ctx.scale), lambda: _Campaigns(lk, ctx))
 
     def units(self, ctx: Context, lookups: Lookups | None = None) -> list[Unit]:
         m = self.campaigns(lookups, ctx)

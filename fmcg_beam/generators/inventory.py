@@ -96,9 +96,7 @@ class InventoryGenerator(TableGenerator):
 
     @staticmethod
     def members(lk: Lookups) -> _Members:
-        if "inventory" not in lk.derived:
-            lk.derived["inventory"] = _Members(lk)
-        return lk.derived["inventory"]
+        return lk.derive("inventory", lambda: _Members(lk))
 
     def units(self, ctx: Context, lookups: Lookups | None = None) -> list[Unit]:
         m = self.members(lookups)

@@ -178,9 +178,7 @@ class PayrollGenerator(TableGenerator):
 
     @staticmethod
     def members(lk: Lookups) -> _Members:
-        if "payroll" not in lk.derived:
-            lk.derived["payroll"] = _Members(lk)
-        return lk.derived["payroll"]
+        return lk.derive("payroll", lambda: _Members(lk))
 
     def units(self, ctx: Context, lookups: Lookups | None = None) -> list[Unit]:
         m = self.members(lookups)

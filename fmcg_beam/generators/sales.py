@@ -115,9 +115,7 @@ class SalesGenerator(TableGenerator):
 
     @staticmethod
     def members(lk: Lookups) -> _Members:
-        if "sales" not in lk.derived:
-            lk.derived["sales"] = _Members(lk)
-        return lk.derived["sales"]
+        return lk.derive("sales", lambda: _Members(lk))
 
     def generate_unit(self, ctx: Context, unit: Unit, lookups: Lookups | None) -> dict[str, object]:
         m = self.members(lookups)
