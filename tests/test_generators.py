@@ -193,3 +193,13 @@ def test_stable_randomness_is_stable():
     assert not np.array_equal(a, unit_rng(43, "t", 1, 2).random(3))
     u = hash_uniform(1, "x", np.arange(10_000))
     assert 0 <= u.min() and u.max() < 1 and abs(u.mean() - 0.5) < 0.02
+
+
+def test_faker_pools_are_seeded_and_only_reserved_domains():
+    from fmcg_beam.pools import faker_pool
+
+    a = faker_pool(1, "safe_domain_name")
+    assert list(a) == list(faker_pool(1, "safe_domain_name"))
+    assert set(a) <= {"example.com", "example.net", "example.org"}
+    emails = GENERATORS["dim_retailers"].generate_all(make_context()).column("email").to_pylist()
+    assert all(e.rsplit("@", 1)[1] in {"example.com", "example.net", "example.org"} for e in emails)

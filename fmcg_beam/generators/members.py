@@ -28,6 +28,7 @@ from fmcg_beam import columns, reference, timeline
 from fmcg_beam.columns import NULL
 from fmcg_beam.generators.base import Context, DimensionGenerator, Unit
 from fmcg_beam.generators.reference_dims import department_ids, selected_places, subcategory_table
+from fmcg_beam.pools import POOL_SIZE, faker_pool
 from fmcg_beam.randomness import hash_uniform, weighted_choice
 
 US_PER_DAY = 86_400_000_000
@@ -302,8 +303,8 @@ class RetailersGenerator(DimensionGenerator):
         # Chains and large stores often list no named contact.
         contact = np.array([f"{a} {b}" for a, b in zip(first, last)], dtype=object)
         contact[rng.random(n) < 0.08] = None
-        domains = ("example.com", "example.net", "example.org")
-        emails = np.array([f"{slug(nm)[:40]}.{i}@{domains[i % 3]}" for nm, i in zip(names, ids.tolist())],
+        domains = faker_pool(ctx.seed, "safe_domain_name")[rng.integers(0, POOL_SIZE, n)]
+        emails = np.array([f"{slug(nm)[:40]}.{i}@{d}" for nm, i, d in zip(names, ids.tolist(), domains)],
                           dtype=object)
         as_of = ctx.end_day
         gone = ended_by(deact, as_of)
