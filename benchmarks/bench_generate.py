@@ -185,7 +185,7 @@ def bench_bigquery(scale: float, tmp: Path) -> dict:
                     "bench-project", "--dataset", f"bench_{method.lower()}", "--bq_write_method", method,
                     "--temp_location", str(tmp / f"bq-{method}")]
             wall, _, summary = run_pipeline(argv)
-            m = re.search(r"convert ([\d.]+)s", summary)
+            m = re.search(r"convert ([\d.]+) s", summary)
             convert = float(m.group(1)) if m else float("nan")
             print(f"{method:<20}{wall:>9.1f}{rows / wall:>10,.0f}{convert:>15.2f}{convert / wall:>15.1%}")
             out[method] = {"seconds": round(wall, 2), "rows_per_second": round(rows / wall),

@@ -71,17 +71,18 @@ class RunReport:
         return sum(t.rows for t in self.tables.values())
 
     def format(self) -> str:
-        lines = [f"{'table':<22}{'rows':>12}{'expected':>12}{'cpu s':>9}{'rows/s':>12}"]
+        """The summary: per table rows, expected rows, CPU seconds and rows per CPU second; then wall time."""
+        lines = [f"{'table':<22}{'rows':>12}{'expected':>12}{'cpu s':>9}{'rows/cpu s':>12}"]
         for name, t in self.tables.items():
-            rate = t.rows / t.cpu_seconds if t.cpu_seconds > 0 else float("nan")
-            lines.append(f"{name:<22}{t.rows:>12,}{t.expected:>12,}{t.cpu_seconds:>9.2f}{rate:>12,.0f}")
-        rate = self.total_rows / self.total_seconds if self.total_seconds else float("nan")
+            rate = f"{t.rows / t.cpu_seconds:,.0f}" if t.cpu_seconds >= 0.01 else "-"
+            lines.append(f"{name:<22}{t.rows:>12,}{t.expected:>12,}{t.cpu_seconds:>9.2f}{rate:>12}")
+        rate = self.total_rows / self.total_seconds if self.total_seconds else 0.0
         lines.append(
-            f"{'total':<22}{self.total_rows:>12,}{'':>12}{self.total_seconds:>9.2f}{rate:>12,.0f}  "
-            f"(wall: pipeline {self.pipeline_seconds:.1f}s, {self.settings.sink} {self.sink_seconds:.1f}s)"
+            f"total: {self.total_rows:,} rows in {self.total_seconds:.1f} s wall = {rate:,.0f} rows/s "
+            f"(pipeline {self.pipeline_seconds:.1f} s, {self.settings.sink} {self.sink_seconds:.1f} s)"
         )
         if self.step_seconds:
-            steps = ", ".join(f"{k} {v:.2f}s" for k, v in sorted(self.step_seconds.items()))
+            steps = ", ".join(f"{k} {v:.2f} s" for k, v in sorted(self.step_seconds.items()))
             lines.append(f"cpu by step: {steps}")
         return "\n".join(lines)
 
