@@ -14,6 +14,7 @@ previous warehouse untouched and a rerun never duplicates rows.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import queue
 import shutil
@@ -89,7 +90,10 @@ def ensure_parquet(root: Path, table: str) -> None:
 
 
 # DuckDB's own default is 80% of RAM; the key indexes of a large run would take it. A bounded build
-# that runs out of memory is retried unbounded, so the limit costs time only when it is too small.
+# that fails is redone unbounded, so the limit costs time only when it is too small. Under memory
+# pressure DuckDB 1.5 fails in several ways (out of memory, a commit that cannot pin a block, even a
+# fatal "corrupted ART index" with concurrent appends), so any DuckDB error triggers the redo, from a
+# fresh file and database instance.
 DUCKDB_MEMORY_LIMIT = "1GB"
 
 
@@ -98,7 +102,10 @@ def build_duckdb(root: Path, tables: list[str], keys: str = "all", loaders: int 
     loaders = loaders or min(4, os.cpu_count() or 1)
     try:
         _build_duckdb(root, tables, keys, loaders, {"memory_limit": DUCKDB_MEMORY_LIMIT})
-    except duckdb.OutOfMemoryException:
+    except duckdb.Error as exc:
+        logging.getLogger(__name__).warning(
+            "DuckDB build within %s failed (%s); rebuilding without a memory limit",
+            DUCKDB_MEMORY_LIMIT, str(exc).splitlines()[0])
         for f in root.glob(DUCKDB_FILE + "*"):
             f.unlink()
         _build_duckdb(root, tables, keys, loaders, {})
