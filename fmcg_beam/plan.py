@@ -51,14 +51,6 @@ class Plan:
     shards: dict[str, list[Shard]]
     rows: dict[str, int]
 
-    @property
-    def dimensions(self) -> list[str]:
-        return [t for t in self.tables if not schema.table(t).is_fact]
-
-    @property
-    def facts(self) -> list[str]:
-        return [t for t in self.tables if schema.table(t).is_fact]
-
 
 def plan(settings: Settings) -> Plan:
     ctx = context(settings)

@@ -94,12 +94,6 @@ class TableDef:
     def column_names(self) -> list[str]:
         return [c.name for c in self.columns]
 
-    def column(self, name: str) -> Column:
-        for c in self.columns:
-            if c.name == name:
-                return c
-        raise KeyError(f"{self.name} has no column {name!r}")
-
     @property
     def arrow_schema(self) -> pa.Schema:
         return pa.schema(
@@ -131,10 +125,6 @@ class TableDef:
         out = [f"COMMENT ON TABLE {self.name} IS {q(self.description)}"]
         out += [f"COMMENT ON COLUMN {self.name}.{c.name} IS {q(c.description)}" for c in self.columns]
         return out
-
-    def bigquery_fields(self) -> list[dict]:
-        """The ``fields`` list exactly as in the schema file."""
-        return self.raw["fields"]
 
 
 def _parse(name: str, raw: dict) -> TableDef:

@@ -56,7 +56,3 @@ GENERATORS: dict[str, TableGenerator] = {
         MarketingCostsGenerator(),
     )
 }
-
-
-def generator(name: str) -> TableGenerator:
-    return GENERATORS[name]

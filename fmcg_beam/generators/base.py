@@ -234,11 +234,6 @@ class ReferenceDimension(DimensionGenerator):
         return out
 
 
-def split_blocks(total: int, block: int) -> list[tuple[int, int]]:
-    """(block index, rows) pairs covering ``total`` rows."""
-    return [(b, min(block, total - b * block)) for b in range((total + block - 1) // block)]
-
-
 def group_shards(table: str, units: Sequence[Unit], rows_per_shard: int) -> list[Shard]:
     """Consecutive whole units, at most ``rows_per_shard`` rows a shard (a bigger unit is its own shard)."""
     shards: list[Shard] = []

@@ -24,12 +24,12 @@ from functools import lru_cache
 
 import numpy as np
 
-from fmcg_beam import columns, reference, timeline
+from fmcg_beam import reference, timeline
 from fmcg_beam.columns import NULL
 from fmcg_beam.generators.base import Context, DimensionGenerator, Unit
 from fmcg_beam.generators.reference_dims import department_ids, selected_places, subcategory_table
 from fmcg_beam.pools import POOL_SIZE, faker_pool
-from fmcg_beam.randomness import hash_uniform, weighted_choice
+from fmcg_beam.randomness import weighted_choice
 
 US_PER_DAY = 86_400_000_000
 US_PER_SECOND = 1_000_000

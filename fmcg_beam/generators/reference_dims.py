@@ -12,8 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from fmcg_beam import reference, timeline
-from fmcg_beam.columns import NULL
-from fmcg_beam.generators.base import Context, ReferenceDimension, Unit, Lookups
+from fmcg_beam.generators.base import Context, ReferenceDimension
 
 US_PER_DAY = 86_400_000_000
 # Reference rows were set up when the company's records start.
