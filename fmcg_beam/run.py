@@ -87,34 +87,31 @@ class RunReport:
         return "\n".join(lines)
 
 
-def _counters(result) -> list:
+def _counter_values(result, tables) -> list[tuple[str, str, int]]:
+    """(table, metric name, value) of every Beam counter the run's tables reported."""
     try:
-        return result.metrics().query()["counters"]
+        counters = result.metrics().query()["counters"]
     except Exception:  # a runner without metrics support still gets its data written
         return []
+    return [(c.key.metric.namespace, c.key.metric.name, c.committed or c.attempted or 0)
+            for c in counters if c.key.metric.namespace in tables]
 
 
-def _step_seconds(result, tables) -> dict[str, float]:
-    steps: dict[str, float] = {}
-    for c in _counters(result):
-        name = c.key.metric.name
-        if c.key.metric.namespace in tables and name.endswith("_msecs"):
-            step = name.removesuffix("_msecs")
-            steps[step] = steps.get(step, 0.0) + (c.committed or c.attempted or 0) / 1000
-    return steps
+def _seconds(values: list[tuple[str, str, int]], by_table: bool) -> dict[str, float]:
+    """CPU seconds of the ``*_msecs`` counters, summed per table or per step."""
+    out: dict[str, float] = {}
+    for table, name, value in values:
+        if name.endswith("_msecs"):
+            key = table if by_table else name.removesuffix("_msecs")
+            out[key] = out.get(key, 0.0) + value / 1000
+    return out
 
 
-def _table_seconds(result, tables) -> dict[str, float]:
-    seconds = {t: 0.0 for t in tables}
-    for c in _counters(result):
-        if c.key.metric.namespace in seconds and c.key.metric.name.endswith("_msecs"):
-            seconds[c.key.metric.namespace] += (c.committed or c.attempted or 0) / 1000
-    return seconds
-
-
-def _metric_sum(result, tables, name: str) -> int:
-    return int(sum((c.committed or c.attempted or 0) for c in _counters(result)
-                   if c.key.metric.namespace in tables and c.key.metric.name == name))
+def _fill_report(report: RunReport, plan, values, written: dict[str, int], checksums: dict[str, str]) -> None:
+    seconds = _seconds(values, by_table=True)
+    report.step_seconds = _seconds(values, by_table=False)
+    for t in plan.tables:
+        report.tables[t] = TableReport(written[t], plan.rows[t], checksums.get(t, ""), seconds.get(t, 0.0))
 
 
 def run(settings: Settings, beam_argv: list[str] | None = None, wait: bool = True) -> RunReport:
@@ -148,11 +145,10 @@ def _run_local(settings: Settings, beam_argv: list[str]) -> RunReport:
                 con.close()
         else:
             stats = warehouse.parquet_stats(stage.path, list(plan.tables))
-        _check_counts(plan, {t: v[0] for t, v in stats.items()})
-        seconds = _table_seconds(result, plan.tables)
-        report.step_seconds = _step_seconds(result, plan.tables)
-        for t in plan.tables:
-            report.tables[t] = TableReport(stats[t][0], plan.rows[t], stats[t][1], seconds[t])
+        written = {t: v[0] for t, v in stats.items()}
+        _check_counts(plan, written)
+        _fill_report(report, plan, _counter_values(result, plan.tables), written,
+                     {t: v[1] for t, v in stats.items()})
         warehouse.write_manifest(
             stage.path,
             {
@@ -202,15 +198,13 @@ def _run_bigquery(settings: Settings, beam_argv: list[str], wait: bool) -> RunRe
         raise RuntimeError(f"the pipeline ended in state {state}")
     report.pipeline_seconds = time.perf_counter() - started
     sink_started = time.perf_counter()
-    failed = _metric_sum(result, plan.tables, "bq_failed_rows")
+    values = _counter_values(result, plan.tables)
+    failed = sum(v for _, name, v in values if name == "bq_failed_rows")
     if failed:
         raise RuntimeError(f"BigQuery rejected {failed} rows; see the pipeline log for the errors")
     counts = bigquery.row_counts(target, list(plan.tables))
     _check_counts(plan, counts)
-    seconds = _table_seconds(result, plan.tables)
-    report.step_seconds = _step_seconds(result, plan.tables)
-    for t in plan.tables:
-        report.tables[t] = TableReport(counts[t], plan.rows[t], "", seconds[t])
+    _fill_report(report, plan, values, counts, {})
     report.sink_seconds = time.perf_counter() - sink_started
     report.total_seconds = time.perf_counter() - started
     return report
