@@ -94,6 +94,12 @@ def ensure_credentials(target: Target) -> None:
         raise OptionsError(AUTH_HELP) from None
 
 
+def layout(table: str) -> dict:
+    """The schema file's ``timePartitioning`` and ``clustering``: set on the table and on every load."""
+    raw = schema.table(table).raw
+    return {k: raw[k] for k in ("timePartitioning", "clustering") if k in raw}
+
+
 def table_resource(target: Target, table: str) -> dict:
     """The BigQuery ``Table`` resource of ``table``: the schema file plus its reference and constraints."""
     tdef = schema.table(table)
@@ -103,9 +109,7 @@ def table_resource(target: Target, table: str) -> dict:
         "description": tdef.description,
         "schema": {"fields": raw["fields"]},
     }
-    for key in ("timePartitioning", "clustering"):
-        if key in raw:
-            resource[key] = raw[key]
+    resource.update(layout(table))
     constraints = raw.get("tableConstraints")
     if constraints:
         resource["tableConstraints"] = {
@@ -206,9 +210,7 @@ class WriteBigQuery(beam.PTransform):
         self.target = target
 
     def expand(self, batches: beam.PCollection):
-        tdef = schema.table(self.table)
-        raw = tdef.raw
-        extra = {k: raw[k] for k in ("timePartitioning", "clustering") if k in raw}
+        extra = layout(self.table)
         common = dict(
             table=self.target.table_spec(self.table),
             schema=beam_schema(self.table),
