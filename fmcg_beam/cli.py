@@ -1,47 +1,140 @@
 """Command-line entry point: validate options, run, print the summary.
 
-Exit codes: 0 success, 2 bad options (nothing written), 1 a failed run (the
-previous warehouse in ``--output_dir`` is left as it was).
+Exit codes: 0 success; 2 bad input (nothing written); 1 a failed run; 130,
+143 and 129 a run stopped by Ctrl-C, SIGTERM and SIGHUP. Whatever stops a run,
+the previous warehouse is left as it was, and the run's own staging is removed.
+Every error is one line on stderr; a failed run's details (tracebacks, the
+workers' output) go to a log file that the line names.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import sys
+import tempfile
+import threading
+import traceback
 
-from fmcg_beam.options import OptionsError, help_parser, resolve
+from fmcg_beam import outdir, stopping, worker
+from fmcg_beam.options import OptionsError, help_parser, resolve, version_text
+
+PROG = "fmcg-beam"
+def _error(message: str) -> None:
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+
+
+def _configure_logging() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    ours = logging.getLogger("fmcg_beam")
+    if not any(getattr(h, "_fmcg", False) for h in ours.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter(f"{PROG}: %(message)s"))
+        handler._fmcg = True  # type: ignore[attr-defined]
+        ours.addHandler(handler)
+    ours.propagate = False
+    ours.setLevel(logging.INFO)
+    # Beam relays every worker process's start-up chatter as warnings; keep real errors only.
+    logging.getLogger("apache_beam.runners.portability.local_job_service").setLevel(logging.ERROR)
 
 
 def main(argv: list[str] | None = None, wait: bool = True) -> int:
     """Run the command line ``argv``; ``wait=False`` returns once a remote job is submitted."""
-    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        with stopping.stop_on_signals():
+            return _main(list(sys.argv[1:] if argv is None else argv), wait)
+    except KeyboardInterrupt as exc:  # stopped before the run began, or while it cleaned up
+        _error("stopped before anything was written")
+        return stopping.SIGNAL_EXIT.get(getattr(exc, "signum", signal.SIGINT), 130)
+
+
+def _main(argv: list[str], wait: bool) -> int:
     if "-h" in argv or "--help" in argv:
         help_parser().print_help()
+        return 0
+    if "--version" in argv:
+        print(version_text())
         return 0
     try:
         settings = resolve(argv)
     except OptionsError as exc:
-        print(f"fmcg-beam: error: {exc}", file=sys.stderr)
+        _error(str(exc))
         return 2
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    # Beam relays every worker process's start-up chatter as warnings; keep real errors only.
-    logging.getLogger("apache_beam.runners.portability.local_job_service").setLevel(logging.ERROR)
-    from fmcg_beam.run import run  # Beam's runner machinery loads only for a real run
+    _configure_logging()
+    from fmcg_beam import run as running  # Beam's runner machinery loads only for a real run
+    from fmcg_beam.warehouse import is_disk_full
 
+    where = settings.output_dir if settings.sink != "bigquery" else f"{settings.project}:{settings.dataset}"
+    had_warehouse = settings.sink == "bigquery" or outdir.has_warehouse(settings.output_dir)
+    log_path = _run_log()
+    previous_hook = threading.excepthook
+    # Beam's helper threads (one per local worker) report a stopped worker with a traceback: to the log.
+    threading.excepthook = lambda args: _write_details(log_path, args.exc_value, args.thread)
     try:
-        report = run(settings, argv, wait=wait)
+        report = running.run(settings, argv, wait=wait)
     except OptionsError as exc:  # found once the run looked further, e.g. missing credentials
-        print(f"fmcg-beam: error: {exc}", file=sys.stderr)
+        _error(str(exc))
         return 2
-    except KeyboardInterrupt:
-        print("fmcg-beam: interrupted; the previous warehouse is unchanged", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        signum = getattr(exc, "signum", signal.SIGINT)
+        _discard(log_path)
+        _error(f"stopped by {signal.Signals(signum).name}; {_state(exc, settings, where, had_warehouse)}")
+        return stopping.SIGNAL_EXIT.get(signum, 130)
+    except Exception as exc:  # a fault: one line here, the details in the log
+        _write_details(log_path, exc)
+        if is_disk_full(exc):
+            _error(f"no space left on the device while writing {where}; free some space and rerun "
+                   f"({_state(exc, settings, where, had_warehouse)}; details in {log_path})")
+        else:
+            _error(f"{_first_line(exc)} ({_state(exc, settings, where, had_warehouse)}; details in {log_path})")
+        return 1
+    finally:
+        threading.excepthook = previous_hook
+    _discard(log_path)
     if report.job_id:
         print(f"job: {report.job_id}")
     if report.tables:
         print(report.format())
-    if settings.sink == "bigquery":
-        print(f"warehouse: {settings.project}:{settings.dataset}")
-    else:
-        print(f"warehouse: {settings.output_dir}")
+    print(f"warehouse: {where}")
     return 0
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def _state(exc: BaseException, settings, where, had_warehouse: bool) -> str:
+    """What the destination holds now: the sink's own word (``warehouse_state``) where it has one."""
+    said = getattr(exc, "warehouse_state", None)
+    if said:
+        return said
+    if not had_warehouse:
+        return f"nothing was written to {where}"
+    if settings.sink == "bigquery":
+        return f"the tables in {where} are unchanged"
+    return f"the previous warehouse in {where} is unchanged"
+
+
+def _run_log() -> str:
+    """A log file for this run's details; local workers write their output there too."""
+    fd, path = tempfile.mkstemp(prefix="fmcg-beam-run-", suffix=".log")
+    os.close(fd)
+    os.environ[worker.LOG_ENV] = path
+    return path
+
+
+def _write_details(path: str, exc: BaseException | None, thread: threading.Thread | None = None) -> None:
+    with open(path, "a", encoding="utf-8") as f:
+        if thread is not None:
+            f.write(f"in thread {thread.name}:\n")
+        if exc is not None:
+            f.write("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+
+
+def _discard(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass

@@ -1,23 +1,19 @@
 """The local warehouse: Parquet files, a DuckDB database built from them, a manifest.
 
-Layout of ``--output_dir``::
+What a run writes into its staging folder (see ``fmcg_beam.outdir`` for how
+that folder becomes ``--output_dir``'s warehouse, atomically)::
 
     fmcg.duckdb                    every table, primary and foreign keys declared
     parquet/<table>/*.parquet      the generated shards
     manifest.json                  options, version, rows and checksum per table
-
-A run writes everything into a staging directory beside ``--output_dir`` and
-only swaps it in when the whole run succeeded, so a failed run leaves the
-previous warehouse untouched and a rerun never duplicates rows.
 """
 
 from __future__ import annotations
 
-import json
+import errno
 import logging
 import os
 import queue
-import shutil
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -31,11 +27,10 @@ import pyarrow.parquet as pq
 from apache_beam.metrics import Metrics
 
 from fmcg_beam import columns, schema
+from fmcg_beam.outdir import DUCKDB_FILE, PARQUET_DIR
 
 PARQUET_COMPRESSION = "snappy"
 PARQUET_ROW_GROUP = 1_000_000
-MANIFEST = "manifest.json"
-DUCKDB_FILE = "fmcg.duckdb"
 
 
 def write_parquet(batch: pa.RecordBatch, path: Path) -> None:
@@ -59,7 +54,7 @@ class WriteParquetShardFn(beam.DoFn):
     def process(self, element: tuple[str, str, pa.RecordBatch]) -> Iterator[str]:
         table, shard_id, batch = element
         started = time.perf_counter()
-        path = Path(self.root) / "parquet" / table / f"{shard_id}.parquet"
+        path = Path(self.root) / PARQUET_DIR / table / f"{shard_id}.parquet"
         write_parquet(batch, path)
         self.msecs.inc(int((time.perf_counter() - started) * 1000))
         self.files.inc()
@@ -78,15 +73,38 @@ class WriteParquet(beam.PTransform):
         return batches | "Parquet" >> beam.ParDo(WriteParquetShardFn(self.table, self.root))
 
 
-def parquet_glob(root: Path, table: str) -> str:
-    return str(root / "parquet" / table / "*.parquet")
+def parquet_files(root: Path, table: str) -> list[str]:
+    """The table's Parquet files, by name: a glob of the folder would read ``[`` or ``*`` in a user's path."""
+    return sorted(str(f) for f in (root / PARQUET_DIR / table).glob("*.parquet"))
+
+
+def sql_string(text: str) -> str:
+    """``text`` as a SQL string literal (paths may hold quotes)."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+def read_parquet_sql(paths: list[str]) -> str:
+    return f"read_parquet([{', '.join(sql_string(p) for p in paths)}])"
 
 
 def ensure_parquet(root: Path, table: str) -> None:
     """A table with no rows still gets a (empty) Parquet file, so every table is readable."""
-    folder = root / "parquet" / table
+    folder = root / PARQUET_DIR / table
     if not any(folder.glob("*.parquet")):
         write_parquet(columns.empty_batch(schema.table(table)), folder / f"{table}-empty.parquet")
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """True when ``exc`` (or what caused it, or a worker's error it relays) is a full disk or quota."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if "No space left on device" in str(exc) or "Disk quota exceeded" in str(exc):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 # DuckDB's own default is 80% of RAM; the key indexes of a large run would take it. A bounded build
@@ -103,6 +121,8 @@ def build_duckdb(root: Path, tables: list[str], keys: str = "all", loaders: int 
     try:
         _build_duckdb(root, tables, keys, loaders, {"memory_limit": DUCKDB_MEMORY_LIMIT})
     except duckdb.Error as exc:
+        if is_disk_full(exc):  # more memory would not help
+            raise
         logging.getLogger(__name__).warning(
             "DuckDB build within %s failed (%s); rebuilding without a memory limit",
             DUCKDB_MEMORY_LIMIT, str(exc).splitlines()[0])
@@ -117,55 +137,71 @@ def _build_duckdb(root: Path, tables: list[str], keys: str, loaders: int, config
     ``keys``: ``all`` declares primary and foreign keys, ``primary`` primary keys only, ``none`` no keys.
     DuckDB enforces and indexes every declared key, which is most of the cost of a large load, so fact
     tables are loaded by ``loaders`` concurrent connections (a file group each) and get their primary
-    key index built in bulk afterwards.
+    key index built in bulk afterwards. A fact that references another fact (a custom table such as
+    returns of sales lines) is created only once that fact's primary key exists, since DuckDB cannot add
+    a foreign key to a table afterwards.
     """
     con = duckdb.connect(str(root / DUCKDB_FILE), config=config)
     try:
         order = schema.dependency_order(tables)
-        facts = [t for t in order if schema.table(t).is_fact]
-        for name in order:
+        later = [t for t in order if keys == "all" and schema.table(t).fact_references]
+        facts = [t for t in order if schema.table(t).is_fact and t not in later]
+        for name in (t for t in order if t not in later):
             tdef = schema.table(name)
-            con.execute(tdef.duckdb_ddl(primary_key=keys != "none" and not tdef.is_fact, foreign_keys=keys == "all"))
-            for stmt in tdef.duckdb_comments():
-                con.execute(stmt)
+            _create(con, name, primary_key=keys != "none" and not tdef.is_fact, foreign_keys=keys == "all")
             if not tdef.is_fact:
-                con.execute(_insert_sql(name, [parquet_glob(root, name)]))
-        jobs = []
-        for name in facts:
-            files = sorted(str(f) for f in (root / "parquet" / name).glob("*.parquet"))
-            groups = min(loaders, len(files))
-            jobs += [(name, files[i::groups]) for i in range(groups)]
-        pending: queue.SimpleQueue = queue.SimpleQueue()
-        for job in jobs:
-            pending.put(job)
-
-        def load() -> None:
-            cur = con.cursor()  # a connection per thread: DuckDB appends to a table concurrently
-            try:
-                while True:
-                    try:
-                        table, files = pending.get_nowait()
-                    except queue.Empty:
-                        return
-                    cur.execute(_insert_sql(table, files))
-            finally:
-                cur.close()
-
-        workers = max(1, min(loaders, len(jobs)))
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            for f in [pool.submit(load) for _ in range(workers)]:
-                f.result()
-        if keys != "none":
-            for name in facts:
-                con.execute(f"ALTER TABLE {name} ADD {schema.table(name).duckdb_primary_key()}")
+                con.execute(_insert_sql(name, parquet_files(root, name)))
+        _load_concurrently(con, root, facts, loaders)
+        for name in facts if keys != "none" else ():
+            con.execute(f"ALTER TABLE {name} ADD {schema.table(name).duckdb_primary_key()}")
+        for name in later:  # each after the facts it references have their primary keys
+            _create(con, name, primary_key=False, foreign_keys=True, fact_keys=True)
+            _load_concurrently(con, root, [name], loaders)
+            con.execute(f"ALTER TABLE {name} ADD {schema.table(name).duckdb_primary_key()}")
         con.execute("CHECKPOINT")
     finally:
         con.close()
 
 
+def _create(con: duckdb.DuckDBPyConnection, name: str, **keys: bool) -> None:
+    tdef = schema.table(name)
+    con.execute(tdef.duckdb_ddl(**keys))
+    for stmt in tdef.duckdb_comments():
+        con.execute(stmt)
+
+
+def _load_concurrently(con: duckdb.DuckDBPyConnection, root: Path, tables: list[str], loaders: int) -> None:
+    """Append every table's Parquet files, in file groups, over up to ``loaders`` connections."""
+    pending: queue.SimpleQueue = queue.SimpleQueue()
+    jobs = 0
+    for name in tables:
+        files = parquet_files(root, name)
+        groups = min(loaders, len(files))
+        for i in range(groups):
+            pending.put((name, files[i::groups]))
+            jobs += 1
+
+    def load() -> None:
+        cur = con.cursor()  # a connection per thread: DuckDB appends to a table concurrently
+        try:
+            while True:
+                try:
+                    table, files = pending.get_nowait()
+                except queue.Empty:
+                    return
+                cur.execute(_insert_sql(table, files))
+        finally:
+            cur.close()
+
+    workers = max(1, min(loaders, jobs))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for f in [pool.submit(load) for _ in range(workers)]:
+            f.result()
+
+
 def _insert_sql(table: str, paths: list[str]) -> str:
     cols = ", ".join(schema.table(table).column_names)
-    return f"INSERT INTO {table} SELECT {cols} FROM read_parquet({paths!r})"
+    return f"INSERT INTO {table} SELECT {cols} FROM {read_parquet_sql(paths)}"
 
 
 def checksum_sql(relation: str) -> str:
@@ -184,37 +220,16 @@ def parquet_stats(root: Path, tables: list[str]) -> dict[str, tuple[int, str]]:
         out = {}
         for name in tables:
             cols = ", ".join(schema.table(name).column_names)
-            out[name] = table_stats(con, f"(SELECT {cols} FROM read_parquet('{parquet_glob(root, name)}'))")
+            out[name] = table_stats(con, f"(SELECT {cols} FROM {read_parquet_sql(parquet_files(root, name))})")
         return out
     finally:
         con.close()
 
 
-def write_manifest(root: Path, payload: dict) -> None:
-    (root / MANIFEST).write_text(json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
-
-
-class Staging:
-    """A scratch directory beside ``target`` that replaces ``target`` only on ``commit()``."""
-
-    def __init__(self, target: Path):
-        self.target = Path(target).resolve()
-        self.path = self.target.parent / f".{self.target.name}.staging-{uuid.uuid4().hex[:12]}"
-
-    def __enter__(self) -> "Staging":
-        self.target.parent.mkdir(parents=True, exist_ok=True)
-        self.path.mkdir()
-        return self
-
-    def commit(self) -> None:
-        old = None
-        if self.target.exists():
-            old = self.target.parent / f".{self.target.name}.old-{uuid.uuid4().hex[:12]}"
-            os.replace(self.target, old)
-        os.replace(self.path, self.target)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if self.path.exists():
-            shutil.rmtree(self.path, ignore_errors=True)
+def duckdb_stats(path: Path, tables: list[str]) -> dict[str, tuple[int, str]]:
+    """Rows and checksum of every table in the DuckDB file at ``path``."""
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        return {t: table_stats(con, t) for t in tables}
+    finally:
+        con.close()

@@ -1,0 +1,58 @@
+"""A local worker process: Beam's SDK harness, as the local runner starts it for each worker.
+
+``fmcg_beam.run.local_runner`` has Beam start ``python -m fmcg_beam.worker``
+instead of Beam's ``apache_beam.runners.worker.sdk_worker_main``. It runs the
+same harness and differs only in how it stops:
+
+- Ctrl-C in a terminal reaches the whole process group; the run's main process
+  handles it and stops the workers itself, so workers ignore SIGINT and print
+  no tracebacks of their own;
+- a worker dies with the main process, even when that is killed with SIGKILL
+  (Linux's parent-death signal), so no worker outlives its run;
+- its standard error goes to the run's worker log (``FMCG_WORKER_LOG``) rather
+  than the terminal; a failed run names that file.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import sys
+
+PR_SET_PDEATHSIG = 1
+LOG_ENV = "FMCG_WORKER_LOG"
+PARENT_ENV = "FMCG_RUN_PID"
+
+
+def _die_with_parent() -> None:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: the control channel's end still stops the worker
+        return
+    parent = os.environ.get(PARENT_ENV)
+    if parent and os.getppid() != int(parent):  # the run died before the signal was armed
+        os._exit(1)
+
+
+def _log_to_file() -> None:
+    path = os.environ.get(LOG_ENV)
+    if not path:
+        return
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    os.dup2(fd, 2)
+    os.close(fd)
+
+
+def main() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with_parent()
+    _log_to_file()
+    from apache_beam.runners.worker import sdk_worker_main
+
+    sdk_worker_main.main(sys.argv)
+
+
+if __name__ == "__main__":
+    main()
