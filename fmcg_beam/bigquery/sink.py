@@ -1,0 +1,174 @@
+"""The BigQuery sinks behind ``fmcg_beam.sinks.Sink``: a staged load, and a direct one for launches.
+
+``BigQuerySink`` serves every run that waits for its pipeline (every local run, and ``--wait`` on Dataflow):
+it loads staging tables and swaps them in only once everything succeeded (``StagedLoad``). Any failure or
+interruption before the swap drops the staging tables and leaves every final table as it was; the exception
+raised carries ``warehouse_state``, a phrase saying what the dataset holds now.
+
+``DirectBigQuerySink`` serves a Dataflow launch that returns once the job is submitted (``wait=False``, the
+Flex Template): no process is left to swap tables, so it recreates the final tables and the job loads them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from typing import ContextManager, Optional
+
+import apache_beam as beam
+
+from fmcg_beam.bigquery.connection import (
+    BigQueryUnavailable,
+    Target,
+    Watchdog,
+    accepts_connections,
+    check_endpoint,
+    ensure_credentials,
+)
+from fmcg_beam.bigquery.staged import StagedLoad, SwapFailed
+from fmcg_beam.bigquery.tables import prepare_tables
+from fmcg_beam.bigquery.write import WriteBigQuery
+from fmcg_beam.options import Settings
+from fmcg_beam.sinks import Sink, Written, check_counts, set_state
+
+CANCEL_BUDGET_S = 30.0
+
+
+class BigQuerySink(Sink):
+    """Staging tables first, the final tables replaced only at the end (see ``StagedLoad``)."""
+
+    name = "bigquery"
+
+    def __init__(self, settings: Settings, wait: bool = True):
+        super().__init__(settings, wait)
+        self.target = Target.from_settings(settings)
+        self.load: Optional[StagedLoad] = None
+        self.watchdog: Optional[Watchdog] = None
+        self.remote = (settings.runner or "").lower() in ("dataflowrunner", "dataflow")
+        self.result = None  # a remote job, to cancel if the run fails
+
+    @property
+    def where(self) -> str:
+        return self.target.where
+
+    def prepare(self, plan) -> None:
+        ensure_credentials(self.target)
+        check_endpoint(self.target)  # an endpoint nobody answers at: one line within seconds
+        self.load = StagedLoad(self.target, list(plan.tables))
+        self.load.prepare()
+
+    def write(self, table: str) -> beam.PTransform:
+        return self.load.sink(table)
+
+    def watch(self) -> ContextManager:
+        # Only a local run is usefully interrupted when the endpoint goes away (a remote job has its own retries).
+        self.watchdog = Watchdog(self.target.host if self.target.endpoint and not self.remote else None)
+        return self.watchdog
+
+    def started(self, result) -> None:
+        self.result = result if self.remote else None  # only a remote job outlives a failed run
+
+    def finish(self, plan, counters) -> Written:
+        failed = sum(v for _, name, v in counters if name == "bq_failed_rows")
+        if failed:
+            raise RuntimeError(f"BigQuery rejected {failed} rows; see the pipeline log for the errors")
+        counts = self.load.commit(dict(plan.rows))
+        check_counts(plan, counts)
+        return {t: (n, "") for t, n in counts.items()}
+
+    def fail(self, exc: BaseException) -> BaseException:
+        """Clean up after a failed or interrupted staged load; the exception to raise, with ``warehouse_state``."""
+        unchanged = f"the tables in {self.where} are unchanged"
+        if self.load is None:
+            set_state(exc, unchanged)
+            return exc
+        if self.load.committed:  # a stop request held back during the swap (or one right after it)
+            set_state(exc, f"the tables in {self.where} hold this run's new data (they had been replaced when "
+                           f"the stop request was handled)")
+            self.load.abort()
+            return exc
+        if self.result is not None:
+            _cancel(self.result)
+        error = self._explain(exc, unchanged)
+        self.load.abort()
+        if not isinstance(error, SwapFailed):
+            set_state(error, unchanged)
+        return error
+
+    def _explain(self, exc: BaseException, unchanged: str) -> BaseException:
+        """``exc``, or what it really means: a stop request Beam wrapped, or the endpoint gone away."""
+        # Beam re-raises a KeyboardInterrupt that lands inside a DoFn as a RuntimeError: still a stop request.
+        interrupt = _interrupt_in(exc)
+        lost = None
+        if interrupt is not None and self.watchdog is not None and self.watchdog.tripped:
+            lost = self.watchdog.tripped
+        elif interrupt is not None:
+            return interrupt
+        elif self.target.endpoint and not isinstance(exc, (BigQueryUnavailable, SwapFailed)):
+            lost = accepts_connections(self.target.host)
+        if lost is None:
+            return exc
+        error = BigQueryUnavailable(f"lost the connection to the BigQuery endpoint {self.target.host} during the "
+                                    f"load ({lost}); restart the emulator and rerun", unchanged)
+        error.__cause__ = exc
+        return error
+
+    def close(self) -> None:
+        if self.load is not None:
+            self.load.remove_temp()
+
+
+class DirectBigQuerySink(Sink):
+    """A launch that does not wait for its job: the final tables are recreated and the job loads them."""
+
+    name = "bigquery"
+
+    def __init__(self, settings: Settings, wait: bool = False):
+        super().__init__(settings, wait)
+        self.target = Target.from_settings(settings)
+        self.recreating = False
+
+    @property
+    def where(self) -> str:
+        return self.target.where
+
+    def prepare(self, plan) -> None:
+        ensure_credentials(self.target)
+        check_endpoint(self.target)
+        self.recreating = True
+        prepare_tables(self.target, list(plan.tables))
+
+    def write(self, table: str) -> beam.PTransform:
+        return WriteBigQuery(table, self.target)
+
+    def finish(self, plan, counters) -> Written:
+        raise RuntimeError("a direct BigQuery load is only submitted; nothing waits to finish it")
+
+    def fail(self, exc: BaseException) -> BaseException:
+        if self.recreating and not isinstance(exc, BigQueryUnavailable):
+            set_state(exc, f"the tables of this run in {self.where} may have been recreated empty; rerun to "
+                           f"load them")
+        return exc
+
+
+def _interrupt_in(exc: BaseException) -> Optional[BaseException]:
+    """The ``KeyboardInterrupt`` that ``exc`` is or was raised while handling, if any."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def _cancel(result, budget: float = CANCEL_BUDGET_S) -> None:
+    """Cancel a remote job whose run failed locally, so it stops writing into the staging tables (bounded)."""
+
+    def cancel() -> None:
+        with contextlib.suppress(Exception):  # a finished or unknown job cannot be cancelled; nothing to do
+            result.cancel()
+
+    thread = threading.Thread(target=cancel, name="fmcg-cancel-job", daemon=True)
+    thread.start()
+    thread.join(budget)
