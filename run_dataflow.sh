@@ -2,18 +2,15 @@
 # Run fmcg-beam on Google Cloud Dataflow, or build and launch it as a Flex Template.
 # Every subcommand checks its values first (one-line error, exit 2) and takes
 # --dry_run, which prints the exact commands with all values filled in and runs
-# nothing. See ./run_dataflow.sh --help.
+# nothing. See ./run_dataflow.sh --help. The checks are Python's, never copies
+# here: fmcg_beam/launch_checks.py (Google Cloud names, template parameters
+# against metadata.json; any python3) and, for submit, the run's own option
+# validation (fmcg_beam.options, in .venv).
 set -euo pipefail
 cd "$(dirname "$0")"
 
 PROG="run_dataflow.sh"
 PYTHON3="${PYTHON:-python3}"
-# Same rules as fmcg_beam.options.PROJECT_PATTERN, and Dataflow's region and job-name rules.
-PROJECT_RE='^([a-z][a-z0-9.-]{1,61}[a-z0-9]:)?[a-z][a-z0-9-]{4,28}[a-z0-9]$'
-REGION_RE='^[a-z]+-[a-z]+[0-9]+$'
-GCS_RE='^gs://[a-z0-9][a-z0-9_.-]{1,61}[a-z0-9](/.*)?$'
-JOB_NAME_RE='^[a-z]([-a-z0-9]{0,1022}[a-z0-9])?$'
-IMAGE_RE='^[a-z0-9.-]+(:[0-9]+)?(/[a-z0-9._-]+)+:[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$'
 DEFAULT_MAX_WORKERS=10
 DEFAULT_MACHINE_TYPE=n2-standard-4
 
@@ -69,36 +66,12 @@ need_gcloud() {
     die "gcloud is not on PATH; install the Google Cloud CLI (https://cloud.google.com/sdk/docs/install) and run 'gcloud auth login'"
 }
 
-check_project() {
-  [ -n "$1" ] || die "no project; pass --project YOUR_PROJECT_ID (or set FMCG_PROJECT)"
-  [[ "$1" =~ $PROJECT_RE ]] ||
-    die "--project '$1' is not a Google Cloud project id; pass one such as my-project-123 (6-30 lowercase letters, digits, hyphens)"
-}
-
-check_region() {
-  [ -n "$1" ] || die "no region; pass --region REGION, e.g. --region asia-southeast1 (or set FMCG_REGION)"
-  [[ "$1" =~ $REGION_RE ]] || die "--region '$1' is not a Google Cloud region; pass one such as asia-southeast1"
-}
-
-# A bucket name Cloud Storage accepts: Beam would otherwise ignore the path and pick a default bucket.
-check_gcs() {  # flag value example
-  [[ "$2" =~ $GCS_RE ]] ||
-    die "$1 '$2' is not a gs:// path with a valid bucket name (3-63 lowercase letters, digits, dots, hyphens, underscores); pass $1 $3"
-}
-
-check_count() {  # flag value
-  [[ "$2" =~ ^[1-9][0-9]{0,3}$ ]] || die "$1 '$2' is not a worker count; pass a whole number from 1 to 9999, e.g. $1 10"
-}
-
-check_job_name() {
-  [[ "$1" =~ $JOB_NAME_RE ]] ||
-    die "job name '$1' is not valid for Dataflow; pass --job_name of lowercase letters, digits and hyphens, starting with a letter"
-}
-
-# Dataflow job names allow [-a-z0-9]: scale 0.5 becomes 0p5.
-job_name_for() {  # scale seed
-  local scale="${1//./p}" seed="$2"
-  echo "fmcg-scale${scale,,}-seed${seed}-$(date -u +%Y%m%d-%H%M%S)" | tr -c 'a-z0-9\n-' '-'
+# Checks a subcommand's values (fmcg_beam/launch_checks.py, standard-library Python, so no .venv is needed)
+# and prints what it resolved, one a line; a bad value prints one error line and exits 2.
+check() {  # command --name=value...
+  command -v "$PYTHON3" >/dev/null 2>&1 ||
+    die "$PYTHON3 is not on PATH; install Python 3 (or set PYTHON) to check the values"
+  "$PYTHON3" -m fmcg_beam.launch_checks "--prog=$PROG" "$@"
 }
 
 console_url() {  # job_id region project
@@ -152,13 +125,8 @@ cmd_submit() {
     esac
     shift "$SHIFT_BY"
   done
-  check_project "$project"
-  check_region "$region"
-  [ -n "$temp" ] || die "no temp location; pass --temp_location gs://YOUR_BUCKET/tmp (or set FMCG_TEMP_LOCATION)"
-  check_gcs --temp_location "$temp" gs://YOUR_BUCKET/tmp
-  check_count --max_num_workers "$max_workers"
-  [ -n "$job_name" ] || job_name="$(job_name_for "${scale:-1}" "${seed:-42}")"
-  check_job_name "$job_name"
+  job_name="$(check submit "--project=$project" "--region=$region" "--temp_location=$temp" \
+    "--max_num_workers=$max_workers" "--job_name=$job_name" "--scale=$scale" "--seed=$seed")" || exit 2
 
   local -a args=(--runner DataflowRunner --sink bigquery --setup_file ./setup.py
     --project "$project" --region "$region" --temp_location "$temp" --job_name "$job_name"
@@ -173,14 +141,7 @@ cmd_submit() {
   if [ "$wait" = 1 ]; then cmd=("$VENV/bin/python" -m fmcg_beam "${args[@]}"); fi
 
   # The validation the run starts with, so bad values stop here, before anything is built or submitted.
-  "$VENV/bin/python" -c '
-import sys
-from fmcg_beam.options import OptionsError, resolve
-try:
-    resolve(sys.argv[1:])
-except OptionsError as exc:
-    sys.exit(f"'"$PROG"': error: {exc}")
-' "${args[@]}" || exit 2
+  "$VENV/bin/python" -m fmcg_beam.option_table --check-run "--prog=$PROG" -- "${args[@]}" || exit 2
   if [ "$dry_run" = 1 ]; then
     echo "# dry run: would run"
     show "${cmd[@]}"
@@ -200,12 +161,6 @@ except OptionsError as exc:
   fi
 }
 
-project_from_image() {
-  if [[ "$1" =~ ^[a-z0-9-]+-docker\.pkg\.dev/([^/]+)/ ]] || [[ "$1" =~ ^([a-z]+\.)?gcr\.io/([^/]+)/ ]]; then
-    echo "${BASH_REMATCH[${#BASH_REMATCH[@]}-1]}"
-  fi
-}
-
 cmd_build_template() {
   local image="" template="" project="${FMCG_PROJECT:-}" docker=0 dry_run=0
   while [ $# -gt 0 ]; do
@@ -219,14 +174,7 @@ cmd_build_template() {
     esac
     shift "$SHIFT_BY"
   done
-  [ -n "$image" ] || die "no image; pass --image REGION-docker.pkg.dev/PROJECT/REPO/fmcg-beam:TAG"
-  [[ "$image" =~ $IMAGE_RE ]] ||
-    die "--image '$image' is not an image name with a tag; pass --image REGION-docker.pkg.dev/PROJECT/REPO/fmcg-beam:TAG"
-  [ -n "$template" ] || die "no template path; pass --template gs://YOUR_BUCKET/templates/fmcg.json"
-  check_gcs --template "$template" gs://YOUR_BUCKET/templates/fmcg.json
-  [[ "$template" == *.json ]] || die "--template '$template' should name a .json file; pass --template gs://YOUR_BUCKET/templates/fmcg.json"
-  [ -n "$project" ] || project="$(project_from_image "$image")"
-  check_project "$project"
+  project="$(check build-template "--image=$image" "--template=$template" "--project=$project")" || exit 2
   need_gcloud
   if [ "$docker" = 1 ] && ! command -v docker >/dev/null 2>&1; then
     die "docker is not on PATH; install Docker or drop --docker to build with Cloud Build"
@@ -267,68 +215,21 @@ cmd_launch_template() {
     esac
     shift "$SHIFT_BY"
   done
-  [ -n "$template" ] || die "no template path; pass --template gs://YOUR_BUCKET/templates/fmcg.json"
-  check_gcs --template "$template" gs://YOUR_BUCKET/templates/fmcg.json
-  check_region "$region"
-  check_project "$project"
-  [ -z "$temp" ] || check_gcs --temp_location "$temp" gs://YOUR_BUCKET/tmp
-  [ -z "$staging" ] || check_gcs --staging_location "$staging" gs://YOUR_BUCKET/staging
-  [ -z "$max_workers" ] || check_count --max_num_workers "$max_workers"
-  [ ${#params[@]} -gt 0 ] || die "no template parameters; pass --parameters dataset=fmcg,scale=100"
-  command -v "$PYTHON3" >/dev/null 2>&1 || die "$PYTHON3 is not on PATH; install Python 3 (or set PYTHON) to check the parameters"
-
-  # Checks every parameter against metadata.json (the checks Dataflow applies at launch) and prints
-  # one name=value per line, then the scale and the seed for the job name.
+  # Also checks every parameter as Dataflow will at launch (metadata.json's names and regexes) and prints the
+  # job name (given, else from the scale and the seed), then one name=value per parameter.
   local checked
-  checked="$("$PYTHON3" - metadata.json "${params[@]}" <<'PY'
-import json, re, sys
-
-meta = json.load(open(sys.argv[1], encoding="utf-8"))
-declared = {p["name"]: p for p in meta["parameters"]}
-extra = {"sdk_container_image"}  # a Beam option Dataflow accepts from any Python template
-values = {}
-for spec in sys.argv[2:]:
-    sep = ","
-    m = re.match(r"^\^(.)\^", spec)
-    if m:
-        sep, spec = m.group(1), spec[m.end():]
-    last = None
-    for piece in spec.split(sep):
-        if "=" not in piece:
-            if last is None:
-                sys.exit(f"run_dataflow.sh: error: --parameters {piece!r} is not name=value; pass e.g. --parameters scale=100")
-            values[last] += "," + piece  # a list value such as tables=fact_sales,dim_products
-            continue
-        last, value = piece.split("=", 1)
-        values[last] = value
-for name, value in values.items():
-    if name not in declared and name not in extra:
-        sys.exit(f"run_dataflow.sh: error: unknown template parameter {name!r}; the template takes "
-                 f"{', '.join(declared)} (worker count, machine type and locations have their own flags)")
-    p = declared.get(name)
-    if p and not any(re.fullmatch(rx, value) for rx in p.get("regexes", [])):
-        sys.exit(f"run_dataflow.sh: error: parameter {name}={value!r} is not valid: {p['helpText']}")
-for name, p in declared.items():
-    if not p.get("isOptional") and name not in values:
-        sys.exit(f"run_dataflow.sh: error: missing template parameter {name}; pass --parameters {name}=... ({p['helpText']})")
-for name, value in values.items():
-    print(f"{name}={value}")
-print(values.get("scale", "1"))
-print(values.get("seed", "42"))
-PY
-)" || exit 2
+  checked="$(check launch-template "--template=$template" "--region=$region" "--project=$project" \
+    "--temp_location=$temp" "--staging_location=$staging" "--max_num_workers=$max_workers" \
+    "--job_name=$job_name" ${params[@]+"${params[@]/#/--parameters=}"})" || exit 2
   local -a lines=()
   mapfile -t lines <<<"$checked"
-  local n=${#lines[@]}
-  local scale="${lines[n-2]}" seed="${lines[n-1]}"
-  [ -n "$job_name" ] || job_name="$(job_name_for "$scale" "$seed")"
-  check_job_name "$job_name"
+  job_name="${lines[0]}"
   need_gcloud
 
   local -a cmd=(gcloud dataflow flex-template run "$job_name" --project "$project" --region "$region"
     --template-file-gcs-location "$template")
   local kv
-  for kv in "${lines[@]:0:n-2}"; do
+  for kv in "${lines[@]:1}"; do
     # gcloud splits --parameters on commas; a value that holds one gets another delimiter.
     if [[ "$kv" == *,* ]]; then cmd+=(--parameters "^~^$kv"); else cmd+=(--parameters "$kv"); fi
   done

@@ -1,18 +1,20 @@
-"""Command-line options: one Beam ``PipelineOptions`` subclass, validated by pydantic.
+"""Command-line options: the Beam ``FmcgOptions`` class and the pydantic ``Settings``, both from one table.
 
-``FmcgOptions`` declares every fmcg-beam flag for Beam (so Beam passes them
-through to Dataflow and the Flex template). ``resolve(argv)`` turns a command
-line into ``Settings``, a frozen pydantic model, in three steps:
+Every option is declared once, in ``fmcg_beam.option_table``; this module
+derives from that table the Beam ``PipelineOptions`` subclass (so Beam passes
+fmcg-beam's flags through to Dataflow and the Flex Template), the frozen
+pydantic model ``Settings`` with its validators and cross-field rules, and
+``--help``. ``resolve(argv)`` turns a command line into ``Settings`` in three steps:
 
 1. every flag is checked against fmcg-beam's and Beam's own options; an unknown
    one (``--scael 5``) is an error, where Beam alone would silently drop it;
-2. values come from the flag, else from the environment (``FMCG_SCALE``,
-   ``FMCG_SEED``, ...), else the default;
+2. values come from the flag, else from the option's environment variables
+   (``FMCG_SCALE``, ``FMCG_SEED``, ...), else the default;
 3. pydantic validates types, ranges and cross-field rules.
 
 Any problem raises ``OptionsError`` with a one-line message naming the flag (or
-environment variable) and how to fix it; the CLI prints it and exits with 2
-before anything is written.
+environment variable) and how to fix it (the table's fix hint); the CLI prints
+it and exits with 2 before anything is written.
 """
 
 from __future__ import annotations
@@ -20,67 +22,107 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import difflib
+import math
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Optional
 
-from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, create_model, field_validator,
+                      model_validator)
 
-from fmcg_beam import timeline
+from fmcg_beam import __version__, timeline
+from fmcg_beam.launch_checks import GCS_PATH_PATTERN, PROJECT_PATTERN
+from fmcg_beam.option_table import (BEAM, BY_NAME, DATASET_PATTERN, DEFAULT_ROWS_PER_SHARD, DIRECT_RUNNING_MODES,
+                                    ENDPOINT_PATTERN, ENV_PREFIX, FMCG, LOCATION_PATTERN, MAX_SCALE, OPTIONS, RUNNERS,
+                                    Option)
 
-ENV_PREFIX = "FMCG_"
-# BigQuery naming rules (https://cloud.google.com/bigquery/docs/datasets#dataset-naming and resource-manager
-# project ids); the Flex template's metadata.json uses the same patterns.
-PROJECT_PATTERN = r"^(?:[a-z][a-z0-9.-]{1,61}[a-z0-9]:)?[a-z][a-z0-9-]{4,28}[a-z0-9]$"
-DATASET_PATTERN = r"^[A-Za-z0-9_]{1,1024}$"
-LOCATION_PATTERN = r"^(?:US|EU|us|eu|[a-z]+-[a-z]+[0-9]+)$"
-# Cloud Storage bucket names: 3-63 characters; Beam treats an invalid one as missing and makes its own bucket.
-GCS_PATH_PATTERN = r"^gs://[a-z0-9][a-z0-9_.-]{1,61}[a-z0-9](?:/.*)?$"
-ENDPOINT_PATTERN = r"^https?://[A-Za-z0-9.\-\[\]:]+(?::[0-9]{1,5})?/?$"
-DEFAULT_ROWS_PER_SHARD = 250_000
-MAX_SCALE = 10_000.0
+__all__ = ["DATASET_PATTERN", "DATE_PATTERN", "DEFAULT_ROWS_PER_SHARD", "DIRECT_RUNNING_MODES", "ENDPOINT_PATTERN",
+           "ENV_PREFIX", "FmcgOptions", "GCS_PATH_PATTERN", "LOCATION_PATTERN", "MAX_SCALE", "OptionsError",
+           "PROJECT_PATTERN", "RUNNERS", "Settings", "beam_flags", "help_parser", "resolve", "settings_from",
+           "version_text"]
+
+DATE_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"  # only YYYY-MM-DD (date.fromisoformat alone takes 2024-W01-1, 20240105)
+# Beam takes a runner name in any case, without its "Runner" suffix, or fully qualified (apache_beam.runners...),
+# and so does fmcg-beam for the remote runners; the local ones must be spelt exactly, because only those spellings
+# run on the in-process FnApiRunner (any other spelling of DirectRunner would make Beam download the Prism runner).
+_EXACT_RUNNERS = ("DirectRunner", "FnApiRunner")
+# As Beam's runner.create_runner resolves a name: its lower case, else that plus "runner", else a dotted path as is.
+_RUNNER_NAMES = {name.lower(): name for name in RUNNERS}
+_RUNNER_NAMES.update({path: path.rsplit(".", 1)[-1] for path in StandardOptions.ALL_KNOWN_RUNNERS
+                      if path.rsplit(".", 1)[-1] in RUNNERS})
+_DEFAULT_NAME_MAX = 255  # a file name's limit in bytes where the file system does not say (NAME_MAX)
 
 
 class OptionsError(ValueError):
     """A bad option, with a one-line message that says how to fix it."""
 
+    def __init__(self, message: str) -> None:  # a value with a line break never splits the one line
+        super().__init__(str(message).replace("\r", "\\r").replace("\n", "\\n"))
 
-class Settings(BaseModel):
-    """The validated fmcg-beam options of one run."""
+
+def version_text() -> str:
+    """What ``--version`` prints: ``fmcg-beam 0.x.y``."""
+    return f"fmcg-beam {__version__}"
+
+
+class _Rules(BaseModel):
+    """The validators and cross-field rules of ``Settings``; its fields come from the option table."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    scale: float = Field(1.0, gt=0, le=MAX_SCALE)
-    seed: int = Field(42, ge=0, le=2**63 - 1)
-    start_date: dt.date = timeline.DEFAULT_START
-    end_date: dt.date = timeline.DEFAULT_END
-    sink: Literal["duckdb", "parquet", "bigquery"] = "duckdb"
-    output_dir: Path = Path("output")
-    rows_per_shard: int = Field(DEFAULT_ROWS_PER_SHARD, ge=1, le=50_000_000)
-    tables: Optional[tuple[str, ...]] = None
-    duckdb_keys: Literal["all", "primary", "none"] = "all"
-    dataset: Optional[str] = Field(None, pattern=DATASET_PATTERN)
-    bq_location: str = Field("asia-southeast1", pattern=LOCATION_PATTERN)
-    bq_write_method: Literal["FILE_LOADS", "STREAMING_INSERTS"] = "FILE_LOADS"
-    bq_endpoint: Optional[str] = Field(None, pattern=ENDPOINT_PATTERN)
-    # Beam's own options that fmcg-beam checks before anything starts.
-    project: Optional[str] = Field(None, pattern=PROJECT_PATTERN)
-    temp_location: Optional[str] = None
-    runner: Optional[str] = None
+    @field_validator("*", mode="before")
+    @classmethod
+    def _finite(cls, v: Any, info: ValidationInfo) -> Any:
+        """A float option refuses nan and inf by name, not with a message about its bounds."""
+        if cls.model_fields[info.field_name].annotation not in (float, Optional[float]):
+            return v
+        try:
+            number = float(v) if isinstance(v, (str, float, int)) and not isinstance(v, bool) else None
+        except ValueError:
+            return v  # pydantic says it is not a number
+        if number is not None and math.isnan(number):
+            raise ValueError("is not a number")
+        if number is not None and math.isinf(number):
+            raise ValueError("is not finite")
+        return v
 
-    @field_validator("bq_write_method", mode="before")
+    @field_validator("direct_num_workers", mode="before", check_fields=False)
+    @classmethod
+    def _whole_number(cls, v: Any) -> Any:
+        if isinstance(v, str):  # the same parse as Beam's own flag (argparse type=int)
+            try:
+                return int(v)
+            except ValueError:
+                raise ValueError("is not a whole number") from None
+        return v
+
+    @field_validator("runner", mode="before", check_fields=False)
+    @classmethod
+    def _known_runner(cls, v: Any) -> Any:
+        if not isinstance(v, str) or v == "":
+            return v or None  # "" is Beam's default runner, as if --runner were not given
+        name = _RUNNER_NAMES.get(v.lower(), _RUNNER_NAMES.get(v.lower() + "runner", _RUNNER_NAMES.get(v)))
+        if name is None:
+            raise ValueError(f"{v!r} is not an accepted runner")
+        if name in _EXACT_RUNNERS and v != name:
+            raise ValueError(f"{v!r} is not an accepted spelling of {name}; pass --runner {name}")
+        return name
+
+    @field_validator("bq_write_method", mode="before", check_fields=False)
     @classmethod
     def _upper_method(cls, v: Any) -> Any:
         return v.strip().upper() if isinstance(v, str) else v
 
-    @field_validator("start_date", "end_date", mode="before")
+    @field_validator("start_date", "end_date", mode="before", check_fields=False)
     @classmethod
     def _iso_date(cls, v: Any) -> Any:
         if isinstance(v, str):
+            if not re.fullmatch(DATE_PATTERN, v.strip()):
+                cls._bad_date(v)
             try:
-                return dt.date.fromisoformat(v.strip()) if len(v.strip()) == 10 else cls._bad_date(v)
+                return dt.date.fromisoformat(v.strip())
             except ValueError:
                 cls._bad_date(v)
         return v
@@ -89,7 +131,7 @@ class Settings(BaseModel):
     def _bad_date(v: str) -> None:
         raise ValueError(f"{v!r} is not a calendar date in the form YYYY-MM-DD")
 
-    @field_validator("start_date", "end_date")
+    @field_validator("start_date", "end_date", check_fields=False)
     @classmethod
     def _in_supported_range(cls, v: dt.date) -> dt.date:
         if not timeline.PERIOD_MIN <= v <= timeline.PERIOD_MAX:
@@ -98,7 +140,7 @@ class Settings(BaseModel):
             )
         return v
 
-    @field_validator("tables", mode="before")
+    @field_validator("tables", mode="before", check_fields=False)
     @classmethod
     def _split_tables(cls, v: Any) -> Any:
         if isinstance(v, str):
@@ -107,7 +149,7 @@ class Settings(BaseModel):
                 raise ValueError("must list at least one table, e.g. fact_sales,dim_products")
         return v
 
-    @field_validator("tables")
+    @field_validator("tables", check_fields=False)
     @classmethod
     def _known_tables(cls, v: Optional[tuple[str, ...]]) -> Optional[tuple[str, ...]]:
         if v is None:
@@ -122,20 +164,57 @@ class Settings(BaseModel):
                 raise ValueError(f"unknown table {name!r}; {hint}")
         return tuple(dict.fromkeys(v))
 
-    @field_validator("output_dir")
+    @field_validator("output_dir", mode="before", check_fields=False)
     @classmethod
-    def _output_dir_usable(cls, v: Path) -> Path:
-        if v.exists() and not v.is_dir():
+    def _output_dir_absolute(cls, v: Any) -> Any:
+        """Refuse an empty path or one with a NUL or line break; expand ~; make it absolute (against the cwd)."""
+        if not isinstance(v, (str, os.PathLike)):
+            return v
+        text = os.fspath(v)
+        if not isinstance(text, str):
+            return v
+        if any(c in text for c in "\0\n\r"):
+            raise ValueError("contains a NUL byte or a line break; pass a path without control characters")
+        if not text.strip():
+            raise ValueError("is empty; pass the warehouse directory, e.g. --output_dir output")
+        expanded = os.path.expanduser(text)
+        if expanded.startswith("~"):
+            raise ValueError(f"{text!r}: cannot expand {expanded.split(os.sep, 1)[0]} (no such user); "
+                             "pass the full path")
+        return Path(os.path.abspath(expanded))
+
+    @field_validator("output_dir", check_fields=False)
+    @classmethod
+    def _output_dir_usable(cls, v: Path, info: ValidationInfo) -> Path:
+        if info.data.get("sink") == "bigquery":
+            return v  # the BigQuery sink writes no local files
+        if os.path.lexists(v) and not os.path.isdir(v):
             raise ValueError(f"{v} is an existing file; pass a directory path")
-        if v.is_dir() and any(v.iterdir()) and not (v / "manifest.json").is_file():
-            raise ValueError(
-                f"{v} is not empty and holds no fmcg-beam warehouse (no manifest.json); "
-                "pass a new or empty directory so nothing of yours is replaced"
-            )
-        return v
+        # The run writes into the directory, or first creates it (and any missing parents) in its nearest
+        # existing ancestor: check that one, so nothing is found wrong half-way through creating them.
+        anchor = v
+        while not os.path.lexists(anchor) and anchor != anchor.parent:
+            anchor = anchor.parent
+        if not os.path.isdir(anchor):
+            raise ValueError(f"{anchor} is a file, not a directory, so {v} cannot be created; "
+                             "pass a path whose parents are directories")
+        try:
+            name_max = os.pathconf(anchor, "PC_NAME_MAX")
+        except (OSError, ValueError):
+            name_max = _DEFAULT_NAME_MAX
+        name_max = name_max if isinstance(name_max, int) and name_max > 0 else _DEFAULT_NAME_MAX
+        for part in v.parts[1:]:
+            size = len(os.fsencode(part))
+            if size > name_max:
+                raise ValueError(f"has a name of {size} bytes ({part[:20]}...), longer than the {name_max} "
+                                 "this file system allows; pass a shorter name")
+        if not os.access(anchor, os.W_OK | os.X_OK):
+            raise ValueError(f"{anchor} is not writable, so the warehouse cannot be written there; "
+                             "pass a directory you can write to")
+        return _owned_output_dir(v)
 
     @model_validator(mode="after")
-    def _consistent(self) -> "Settings":
+    def _consistent(self) -> "_Rules":
         if self.end_date < self.start_date:
             raise _field_error("end_date", f"{self.end_date} is before --start_date {self.start_date}")
         on_dataflow = (self.runner or "").lower() in ("dataflowrunner", "dataflow")
@@ -164,42 +243,45 @@ class Settings(BaseModel):
         return self
 
 
+def _field(o: Option) -> tuple[Any, Any]:
+    # Defaults are validated too, so later code always sees, e.g., an absolute, expanded output_dir.
+    return o.annotation, Field(o.default, validate_default=True, exclude=not o.manifest, description=o.help,
+                               **o.bounds)
+
+
+Settings = create_model("Settings", __base__=_Rules, __module__=__name__,
+                        __doc__="The validated options of one run: one field per row of the option table.",
+                        **{o.name: _field(o) for o in OPTIONS})
+
+
+def _owned_output_dir(v: Path) -> Path:
+    """Refuse a directory that holds anything but fmcg-beam's warehouse (see ``fmcg_beam.outdir``)."""
+    from fmcg_beam import outdir
+
+    try:
+        outdir.check(v)
+    except outdir.OutputDirError as exc:
+        raise _field_error("output_dir", str(exc)) from None
+    except OSError as exc:
+        raise ValueError(f"{v} cannot be read ({exc.strerror}); pass a directory you can read and write") from None
+    return v
+
+
 def _field_error(field: str, message: str) -> ValueError:
     """A cross-field error attributed to one option (see ``settings_from``)."""
     return ValueError(f"@{field}@{message}")
 
 
-# (flag, help). Defaults come from ``Settings`` so they are stated once.
-_FLAGS: dict[str, str] = {
-    "scale": "size of the company: 1 = ~500k sales lines over 2023-2025, 350 employees, 150 products; facts grow "
-             "linearly, dimensions with sqrt(scale)",
-    "seed": "random seed; the same seed and options give the same data",
-    "start_date": "first day of the facts, YYYY-MM-DD (inclusive)",
-    "end_date": "last day of the facts, YYYY-MM-DD (inclusive); 'as of' day for status columns",
-    "sink": "duckdb (Parquet files plus a DuckDB warehouse built from them) or parquet (files only)",
-    "output_dir": "directory of the local warehouse; a rerun replaces it atomically",
-    "rows_per_shard": "target rows per parallel work item (whole units; the data does not depend on it)",
-    "tables": "comma-separated tables to generate (the dimensions they need are added); default all",
-    "duckdb_keys": "keys declared in the DuckDB file: all (primary and foreign keys, so BI tools see the star), "
-                   "primary, or none; DuckDB indexes every declared key, the slowest part of a large local run",
-    "dataset": "BigQuery dataset to load (with --sink bigquery; created if missing), e.g. fmcg",
-    "bq_location": "location of the BigQuery dataset when it is created",
-    "bq_write_method": "FILE_LOADS (Avro load jobs through --temp_location) or STREAMING_INSERTS",
-    "bq_endpoint": "BigQuery API endpoint, e.g. http://localhost:9050 for a local emulator (anonymous credentials; "
-                   "--temp_location may then be a local directory); env BIGQUERY_EMULATOR_HOST is honoured too",
-}
-
-# Beam's own options that fmcg-beam reads to validate a run up front (env fallbacks as for its own flags).
-_BEAM_FLAGS = ("project", "temp_location", "runner")
+def _flag_help(o: Option) -> str:
+    env = f"env {' or '.join(o.env_vars)}" if o.env_vars else "command line only"
+    return f"{o.help} (default: {o.shown_default}; {env})".replace("%", "%%")
 
 
-def env_name(flag: str) -> str:
-    return ENV_PREFIX + flag.upper()
-
-
-def _default(flag: str) -> Any:
-    d = Settings.model_fields[flag].default
-    return "all" if d is None else d
+def add_flags(parser: Any, owner: str = FMCG) -> None:
+    """Add the table's flags of ``owner`` to an argparse parser or group, with no default (absent reads None)."""
+    for o in OPTIONS:
+        if o.owner == owner:
+            parser.add_argument(f"--{o.name}", dest=o.name, default=None, metavar=o.name.upper(), help=_flag_help(o))
 
 
 class FmcgOptions(PipelineOptions):
@@ -207,71 +289,65 @@ class FmcgOptions(PipelineOptions):
 
     @classmethod
     def _add_argparse_args(cls, parser: argparse.ArgumentParser) -> None:
-        group = parser.add_argument_group("fmcg-beam") if hasattr(parser, "add_argument_group") else parser
-        for flag, text in _FLAGS.items():
-            group.add_argument(
-                f"--{flag}",
-                dest=flag,
-                default=None,
-                metavar=flag.upper(),
-                help=f"{text} (default: {_default(flag)}; env {env_name(flag)})",
-            )
+        add_flags(parser.add_argument_group("fmcg-beam") if hasattr(parser, "add_argument_group") else parser)
 
 
-class _StrictParser(_BeamArgumentParser):
-    def error(self, message: str) -> None:  # argparse would print usage and exit
-        raise OptionsError(message)
+def beam_flags(argv: list[str]) -> tuple[argparse.Namespace, list[str], list[str]]:
+    """Parse ``argv`` against every flag of every loaded ``PipelineOptions`` class, fmcg-beam's included.
 
+    Returns the values, the arguments no class declares, and every known ``--flag``. Beam's flags that the
+    table marks ``owner=BEAM`` arrive as given (no argparse type, choices or default), so a bad value gets
+    ``Settings``' one-line message with its fix, and a flag not given reads None.
 
-def _all_options_parser() -> _StrictParser:
-    parser = _StrictParser(allow_abbrev=False, add_help=False)
-    seen: dict[str, type] = {}
-    for cls in PipelineOptions.__subclasses__():
-        seen.setdefault(str(cls), cls)
-    for cls in seen.values():
+    Beam has no public way to parse all of its flags strictly, so this is the one place that uses Beam's and
+    argparse's private API (``_BeamArgumentParser``, ``_add_argparse_args``, ``_actions``,
+    ``_option_string_actions``); ``tests/test_options.py`` pins what it must do.
+    """
+    from apache_beam.options.pipeline_options import _BeamArgumentParser
+
+    class StrictParser(_BeamArgumentParser):
+        def error(self, message: str) -> None:  # argparse would print usage and exit
+            raise _argparse_error(message)
+
+    parser = StrictParser(allow_abbrev=False, add_help=False)
+    classes: dict[str, type] = {}
+    for cls in PipelineOptions.__subclasses__():  # deduplicated by name, as Beam's own get_all_options does
+        classes.setdefault(str(cls), cls)
+    for cls in classes.values():
         cls._add_argparse_args(parser)  # pylint: disable=protected-access
-    return parser
+    checked = {o.name for o in OPTIONS if o.owner == BEAM}
+    for action in parser._actions:  # pylint: disable=protected-access
+        if action.dest in checked:
+            action.type, action.choices, action.default = None, None, None
+    values, unknown = parser.parse_known_args(argv)
+    known = sorted(s for s in parser._option_string_actions if s.startswith("--"))  # pylint: disable=protected-access
+    return values, unknown, known
 
 
-def check_known_flags(argv: list[str]) -> None:
-    """Raise ``OptionsError`` for a flag that neither fmcg-beam nor Beam declares."""
-    parser = _all_options_parser()
-    _, unknown = parser.parse_known_args(argv)
+def _argparse_error(message: str) -> OptionsError:
+    missing = re.fullmatch(r"argument (--\w+): expected one argument", message)
+    if missing:  # also what argparse says of a value that starts with "-", e.g. --scale -inf
+        flag = missing.group(1)
+        return OptionsError(f"{flag}: expected a value; pass {flag} VALUE, or {flag}=VALUE for a value that "
+                            "starts with -")
+    return OptionsError(message)
+
+
+def check_known_flags(argv: list[str]) -> argparse.Namespace:
+    """The flags' values; ``OptionsError`` for a flag that neither fmcg-beam nor Beam declares."""
+    values, unknown, known = beam_flags(argv)
     for arg in unknown:
         if not arg.startswith("-"):
             raise OptionsError(f"unexpected argument {arg!r}; options take the form --name value")
         name = arg.split("=", 1)[0]
-        known = [s for s in parser._option_string_actions if s.startswith("--")]  # pylint: disable=protected-access
         near = difflib.get_close_matches(name, known, n=1)
         hint = f"did you mean {near[0]}?" if near else "see python -m fmcg_beam --help for the options"
         raise OptionsError(f"unknown option {name}; {hint}")
-
-
-def _describe(loc: tuple, sources: dict[str, str]) -> str:
-    field = str(loc[0]) if loc else ""
-    return sources.get(field, f"--{field}" if field else "options")
-
-
-_FIX = {
-    "scale": f"pass a number greater than 0 and at most {MAX_SCALE:g}, e.g. --scale 0.1",
-    "seed": "pass a non-negative integer, e.g. --seed 7",
-    "start_date": "pass a date as YYYY-MM-DD, e.g. --start_date 2023-01-01",
-    "end_date": "pass a date as YYYY-MM-DD on or after --start_date, e.g. --end_date 2025-12-31",
-    "sink": "pass --sink duckdb, parquet or bigquery",
-    "output_dir": "pass --output_dir PATH",
-    "rows_per_shard": "pass a positive integer, e.g. --rows_per_shard 250000",
-    "tables": "pass comma-separated table names, e.g. --tables fact_sales,dim_products",
-    "duckdb_keys": "pass --duckdb_keys all, primary or none",
-    "dataset": "pass a dataset name of letters, digits and underscores, e.g. --dataset fmcg",
-    "bq_location": "pass a BigQuery location such as US, EU or asia-southeast1",
-    "bq_write_method": "pass --bq_write_method FILE_LOADS or STREAMING_INSERTS",
-    "bq_endpoint": "pass a URL such as http://localhost:9050",
-    "project": "pass a Google Cloud project id such as my-project-123 (6-30 lowercase letters, digits, hyphens)",
-    "temp_location": "pass --temp_location gs://YOUR_BUCKET/tmp",
-}
+    return values
 
 
 def settings_from(values: dict[str, Any], sources: dict[str, str]) -> Settings:
+    """``Settings(**values)``, or ``OptionsError`` naming where the bad value came from (``sources``)."""
     try:
         return Settings(**values)
     except ValidationError as exc:
@@ -282,8 +358,8 @@ def settings_from(values: dict[str, Any], sources: dict[str, str]) -> Settings:
         fix = ""
         if msg.startswith("@"):  # a cross-field rule names its option and says how to fix it
             field, msg = msg[1:].split("@", 1)
-        else:
-            fix = "; " + _FIX.get(field, "see python -m fmcg_beam --help")
+        elif "; pass " not in msg:  # a validator's message may already say how to fix it
+            fix = "; " + (BY_NAME[field].fix_hint if field in BY_NAME else "see python -m fmcg_beam --help")
             if err.get("type") == "string_pattern_mismatch":
                 msg = "is not a valid value"
         given = values.get(field)
@@ -293,31 +369,34 @@ def settings_from(values: dict[str, Any], sources: dict[str, str]) -> Settings:
 
 
 def resolve(argv: list[str], environ: Optional[dict[str, str]] = None) -> Settings:
-    """Validated ``Settings`` from a command line and the environment (flags win)."""
+    """Validated ``Settings`` from a command line and the environment (a flag wins over its variables)."""
     environ = os.environ if environ is None else environ
-    check_known_flags(argv)
-    parsed = _all_options_parser().parse_known_args(argv)[0]
+    parsed = check_known_flags(argv)
+    from fmcg_beam import tables  # --tables knows the installed plugins' tables: load them, or say which one fails
+
+    tables.check()
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
-    for flag in (*_FLAGS, *_BEAM_FLAGS):
-        cli = getattr(parsed, flag, None)
-        if cli is not None:
-            values[flag], sources[flag] = cli, f"--{flag}"
-        elif environ.get(env_name(flag), "") != "":
-            values[flag], sources[flag] = environ[env_name(flag)], env_name(flag)
-    if "bq_endpoint" not in values and environ.get("BIGQUERY_EMULATOR_HOST"):
-        values["bq_endpoint"], sources["bq_endpoint"] = environ["BIGQUERY_EMULATOR_HOST"], "BIGQUERY_EMULATOR_HOST"
+    for o in OPTIONS:
+        given = getattr(parsed, o.name, None)
+        if given is not None:
+            values[o.name], sources[o.name] = given, f"--{o.name}"
+            continue
+        var = next((name for name in o.env_vars if environ.get(name, "") != ""), None)
+        if var is not None:
+            values[o.name], sources[o.name] = environ[var], var
     return settings_from(values, sources)
 
 
 def help_parser() -> argparse.ArgumentParser:
-    """The parser behind ``--help``: fmcg-beam's options; Beam's own pass through."""
+    """The parser behind ``--help``: every option of the table; Beam's others pass through."""
     parser = argparse.ArgumentParser(
         prog="python -m fmcg_beam",
         description="Generate the fmcg-beam FMCG star schema with Apache Beam.",
-        epilog="Apache Beam's own options (--runner, --direct_num_workers, --direct_running_mode, --project, "
-               "--region, --temp_location, ...) pass through to the pipeline. Locally the in-process FnApiRunner "
-               "is used, never the downloaded Prism runner.",
+        epilog="Apache Beam's other options (--region, --max_num_workers, --machine_type, ...) pass through to "
+               "the pipeline. Locally the in-process FnApiRunner is used, never the downloaded Prism runner.",
     )
-    FmcgOptions._add_argparse_args(parser)  # pylint: disable=protected-access
+    parser.add_argument("--version", action="version", version=version_text())
+    add_flags(parser.add_argument_group("fmcg-beam options"), FMCG)
+    add_flags(parser.add_argument_group("Apache Beam options that fmcg-beam checks before a run"), BEAM)
     return parser

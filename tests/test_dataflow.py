@@ -1,7 +1,8 @@
 """Dataflow and the Flex template, checked offline: nothing here reaches Google Cloud.
 
 What can be proved without a project is proved here: ``metadata.json`` parses
-strictly as Dataflow's ``TemplateMetadata`` and matches the pipeline's options;
+strictly as Dataflow's ``TemplateMetadata``, is exactly what the option table
+(``fmcg_beam/option_table.py``) generates, and matches the pipeline's options;
 its regexes agree with the CLI's validation; ``main.py`` (the template's
 launcher) produces the same warehouse as ``run_local.sh``; every DoFn and
 composite survives Beam's pickler; the pipeline translates to its runner-API
@@ -43,8 +44,8 @@ from apache_beam.testing.test_pipeline import TestPipeline
 TestPipeline.__test__ = False  # a Beam class, not a test case
 from google.cloud import dataflow_v1beta3
 
+from fmcg_beam import option_table, pipeline, schema, timeline, warehouse
 from fmcg_beam import options as fmcg_options
-from fmcg_beam import pipeline, schema, timeline, warehouse
 from fmcg_beam import plan as planning
 from fmcg_beam.generators import GENERATORS, group_shards
 from fmcg_beam.options import FmcgOptions, OptionsError, Settings, resolve
@@ -113,6 +114,19 @@ def test_metadata_parses_strictly_as_dataflow_template_metadata():
         dataflow_v1beta3.TemplateMetadata.from_json(json.dumps(bad_enum), ignore_unknown_fields=False)
 
 
+def test_committed_metadata_is_generated_from_the_option_table(tmp_path):
+    """metadata.json is derived from fmcg_beam/option_table.py: this fails until it is regenerated."""
+    committed = (ROOT / "metadata.json").read_text(encoding="utf-8")
+    assert committed == option_table.metadata_json(), (
+        "metadata.json is out of date; run .venv/bin/python -m fmcg_beam.option_table --write-metadata metadata.json")
+    assert option_table.main(["--check-metadata", str(ROOT / "metadata.json")]) == 0
+    stale = tmp_path / "metadata.json"
+    stale.write_text(committed.replace('"label": "Scale"', '"label": "Size"'), encoding="utf-8")
+    assert option_table.main(["--check-metadata", str(stale)]) == 1
+    option_table.main(["--write-metadata", str(stale)])
+    assert stale.read_text(encoding="utf-8") == committed
+
+
 @pytest.mark.parametrize("name", list(PARAMS))
 def test_every_parameter_is_documented(name):
     p = PARAMS[name]
@@ -142,7 +156,7 @@ def test_regexes_reuse_the_cli_patterns():
     assert PARAMS["bq_location"]["regexes"] == [fmcg_options.LOCATION_PATTERN]
     methods = typing.get_args(Settings.model_fields["bq_write_method"].annotation)
     assert [o["value"] for o in PARAMS["bq_write_method"]["enumOptions"]] == list(methods)
-    every_table = sorted(schema.load_all())
+    every_table = sorted(schema.load_builtin())  # an installed plugin's table is not in the committed metadata
     assert _accepts(PARAMS["tables"], ",".join(every_table))
     for table in every_table:
         assert _accepts(PARAMS["tables"], table), table
@@ -375,8 +389,12 @@ def _bigquery_classes() -> list:
         return [pytest.param(exc, id="import-error")]
     found = [
         c for c in vars(module).values()
-        if inspect.isclass(c) and issubclass(c, (beam.DoFn, beam.PTransform)) and c.__module__ == module.__name__
+        if inspect.isclass(c) and issubclass(c, (beam.DoFn, beam.PTransform))
+        and c.__module__.startswith(module.__name__)  # the package's own, wherever in it they are defined
     ]
+    write = importlib.import_module("fmcg_beam.bigquery.write")
+    found += [c for c in vars(write).values() if inspect.isclass(c) and issubclass(c, beam.DoFn)
+              and c.__module__ == write.__name__ and c not in found]
     return [pytest.param(c, id=c.__name__) for c in found] or [
         pytest.param(None, marks=pytest.mark.skip(reason="fmcg_beam.bigquery defines no DoFn or PTransform"))]
 
@@ -594,6 +612,7 @@ def test_dockerfile_makes_one_image_launcher_and_worker():
 # ---------------------------------------------------------------- run_dataflow.sh
 
 SCRIPT = ROOT / "run_dataflow.sh"
+CHECK_RUN = "-m fmcg_beam.option_table --check-run --prog=run_dataflow.sh -- "  # the venv's one call on a dry run
 SUBMIT = ["--project", PROJECT, "--region", "asia-southeast1", "--temp_location", BUCKET_TMP, "--dataset", "fmcg",
           "--scale", "100"]
 BUILD = ["build-template", "--image", IMAGE, "--template", TEMPLATE]
@@ -676,7 +695,7 @@ def test_submit_dry_run_prints_the_command_and_starts_nothing(script):
     assert re.fullmatch(r"fmcg-scale100-seed7-\d{8}-\d{6}", args[args.index("--job_name") + 1])
     assert script.tool_calls == []
     # The only python started is the option check: no main.py, no python -m fmcg_beam.
-    assert len(script.python_calls) == 1 and script.python_calls[0].startswith("-c ")
+    assert len(script.python_calls) == 1 and script.python_calls[0].startswith(CHECK_RUN)
 
 
 def test_submit_defaults_and_wait(script):
@@ -695,7 +714,7 @@ def test_submit_prints_job_id_and_console_address(script):
     assert "job: 2026-01-02_03_04_05-42" in res.stdout
     assert ("console: https://console.cloud.google.com/dataflow/jobs/asia-southeast1/2026-01-02_03_04_05-42"
             f"?project={PROJECT}") in res.stdout
-    [call] = [c for c in script.python_calls if not c.startswith("-c ")]
+    [call] = [c for c in script.python_calls if not c.startswith(CHECK_RUN)]
     assert call.startswith("main.py --runner DataflowRunner --sink bigquery --setup_file ./setup.py")
     assert script.tool_calls == []
 
@@ -791,11 +810,22 @@ def test_bad_input_is_one_line_exit_2_and_starts_nothing(script, args, needle):
     assert needle in err
     assert res.stdout == ""
     assert script.tool_calls == []
-    assert all(c.startswith("-c ") for c in script.python_calls)
+    assert all(c.startswith(CHECK_RUN) for c in script.python_calls)
     # Without --dry_run the same values fail the same way, before anything starts.
     res = script(*args)
     assert res.returncode == 2 and res.stderr.strip() == err
-    assert script.tool_calls == [] and not any(c.startswith(("main.py", "-m")) for c in script.python_calls)
+    assert script.tool_calls == [] and all(c.startswith(CHECK_RUN) for c in script.python_calls)  # no run started
+
+
+def test_script_keeps_no_copy_of_a_validation_rule():
+    """run_dataflow.sh checks values through Python (fmcg_beam.launch_checks and the run's own validation)."""
+    text = SCRIPT.read_text(encoding="utf-8")
+    code = [ln.strip() for ln in text.splitlines() if not ln.lstrip().startswith("#")]
+    # The one regex left quotes a printed command (show); none checks a value.
+    assert [ln for ln in code if "=~" in ln] == ['if [[ "$arg" =~ ^[A-Za-z0-9_./:=,@%+-]+$ ]]; then']
+    assert "<<'PY'" not in text and " -c " not in text, "no inline Python: checks live in fmcg_beam"
+    assert '"$PYTHON3" -m fmcg_beam.launch_checks' in text
+    assert '"$VENV/bin/python" -m fmcg_beam.option_table --check-run' in text
 
 
 @pytest.mark.parametrize("args", [BUILD, LAUNCH], ids=["build-template", "launch-template"])

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 import subprocess
 import sys
 
 import pytest
+from apache_beam.options.pipeline_options import PipelineOptions
 
-from fmcg_beam.options import OptionsError, Settings, resolve
+from fmcg_beam.option_table import OPTIONS
+from fmcg_beam.options import OptionsError, Settings, beam_flags, help_parser, resolve
 
 from conftest import run_cli
 
@@ -102,3 +105,58 @@ def test_help_lists_every_option_with_default():
     for flag in Settings.model_fields:
         assert f"--{flag}" in res.stdout
     assert "default: 1.0" in res.stdout and "FMCG_SCALE" in res.stdout
+
+
+def test_version():
+    from fmcg_beam import __version__
+    from fmcg_beam.options import version_text
+
+    assert re.fullmatch(r"fmcg-beam \d+\.\d+\.\d+", version_text()) and version_text().endswith(__version__)
+    with pytest.raises(SystemExit) as done:
+        help_parser().parse_args(["--version"])
+    assert done.value.code == 0
+
+
+def test_cli_version(capsys):
+    from fmcg_beam import cli
+    from fmcg_beam.options import version_text
+
+    assert cli.main(["--version"]) == 0
+    assert capsys.readouterr().out == version_text() + "\n"
+
+
+class _ProbeOptions(PipelineOptions):
+    """An options class that exists only here: beam_flags must find it as it finds Beam's own."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        parser.add_argument("--fmcg_probe_flag", default="probe-default")
+
+
+def test_beam_flags_pins_its_private_beam_api_use():
+    """beam_flags is the one user of Beam's private API; this is what it must keep doing on a Beam upgrade."""
+    argv = ["--runner", "FooRunner", "--project", "p", "--direct_num_workers", "abc", "--direct_running_mode", "x",
+            "--temp_location=/t", "--scale", "2", "--region", "r", "--fmcg_probe_flag", "v", "--scael", "5"]
+    values, unknown, known = beam_flags(argv)
+    # Beam's flags that Settings validates arrive as given, for Settings' one-line errors.
+    assert (values.runner, values.project, values.direct_num_workers, values.direct_running_mode,
+            values.temp_location) == ("FooRunner", "p", "abc", "x", "/t")
+    assert (values.scale, values.region, values.fmcg_probe_flag) == ("2", "r", "v")
+    assert unknown == ["--scael", "5"]
+    for flag in ("--runner", "--project", "--temp_location", "--direct_num_workers", "--direct_running_mode",
+                 "--region", "--max_num_workers", "--machine_type", "--job_name", "--sdk_container_image",
+                 "--setup_file", "--staging_location", "--fmcg_probe_flag", *(f"--{o.name}" for o in OPTIONS)):
+        assert flag in known, flag
+    assert len(known) == len(set(known))
+    values, unknown, _ = beam_flags([])
+    assert unknown == [] and all(getattr(values, o.name) is None for o in OPTIONS)  # not given reads None
+    assert values.fmcg_probe_flag == "probe-default"  # other classes' defaults are left alone
+    with pytest.raises(OptionsError, match=r"^--scale: expected a value; pass --scale VALUE"):
+        beam_flags(["--scale"])
+    with pytest.raises(OptionsError, match=r"^unknown option --scael; did you mean --scale\?$"):
+        resolve(["--scael", "5"], environ={})
+    with pytest.raises(OptionsError, match=r"^unknown option --regoin; did you mean --region\?$"):
+        resolve(["--regoin", "x"], environ={})
+    # Abbreviations are not taken for flags (Beam's own parser would take --sca for --scale).
+    with pytest.raises(OptionsError, match="unknown option --sca;"):
+        resolve(["--sca", "2"], environ={})
