@@ -1,21 +1,24 @@
 """Run the pipeline for validated ``Settings`` and report what it wrote.
 
-``run(settings, beam_argv)`` plans the tables, builds the pipeline, runs it
-(locally on Beam's in-process FnApiRunner, never the downloaded Prism
-runner), then finishes the sink (DuckDB file, manifest) in a staging
-directory and swaps it into ``--output_dir`` only when everything succeeded.
+``run(settings, beam_argv)`` is one path whatever the sink (``fmcg_beam.sinks``):
+plan the tables, prepare the sink, build the pipeline with the sink's write
+transform, run it (locally on Beam's in-process FnApiRunner, never the
+downloaded Prism runner), let the sink finish (build DuckDB and swap the
+warehouse in, or swap BigQuery's tables in), and report. On any failure or
+stop the sink cleans up and says what the destination holds.
 """
 
 from __future__ import annotations
 
 import os
+import shlex
+import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from apache_beam.options.pipeline_options import DirectOptions, GoogleCloudOptions, PipelineOptions, StandardOptions
 
-from fmcg_beam import __version__, pipeline, warehouse
+from fmcg_beam import pipeline, sinks, worker
 from fmcg_beam import plan as planning
 from fmcg_beam.options import Settings
 
@@ -37,14 +40,28 @@ def pipeline_options(beam_argv: list[str]) -> PipelineOptions:
     return options
 
 
-def local_runner(options: PipelineOptions):
-    """The in-process FnApiRunner for local runs: Beam's DirectRunner would first try to download Prism."""
-    name = options.view_as(StandardOptions).runner
-    if name in LOCAL_RUNNERS:
-        from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+WORKER_COMMAND = f"exec {shlex.quote(sys.executable)} -m fmcg_beam.worker"
 
+
+def local_runner(options: PipelineOptions):
+    """The in-process FnApiRunner for local runs: Beam's DirectRunner would first try to download Prism.
+
+    Multi-process runs start ``fmcg_beam.worker`` processes rather than Beam's own worker command: they
+    leave Ctrl-C to this process, die with it, and log to a file (see that module).
+    """
+    name = options.view_as(StandardOptions).runner
+    if name not in LOCAL_RUNNERS:
+        return None  # Beam resolves --runner itself (DataflowRunner, PrismRunner, ...)
+    from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+    from apache_beam.transforms.environments import SubprocessSDKEnvironment
+
+    direct = options.view_as(DirectOptions)
+    if direct.direct_running_mode != "multi_processing":
         return FnApiRunner()
-    return None  # Beam resolves --runner itself (DataflowRunner, PrismRunner, ...)
+    # With no running mode the runner keeps the environment given here (and its worker count).
+    direct.direct_running_mode = None
+    os.environ[worker.PARENT_ENV] = str(os.getpid())
+    return FnApiRunner(default_environment=SubprocessSDKEnvironment.from_command_string(WORKER_COMMAND))
 
 
 @dataclass
@@ -107,105 +124,52 @@ def _seconds(values: list[tuple[str, str, int]], by_table: bool) -> dict[str, fl
     return out
 
 
-def _fill_report(report: RunReport, plan, values, written: dict[str, int], checksums: dict[str, str]) -> None:
+def _fill_report(report: RunReport, plan, values, written: sinks.Written) -> None:
     seconds = _seconds(values, by_table=True)
     report.step_seconds = _seconds(values, by_table=False)
     for t in plan.tables:
-        report.tables[t] = TableReport(written[t], plan.rows[t], checksums.get(t, ""), seconds.get(t, 0.0))
+        rows, checksum = written[t]
+        report.tables[t] = TableReport(rows, plan.rows[t], checksum, seconds.get(t, 0.0))
 
 
 def run(settings: Settings, beam_argv: list[str] | None = None, wait: bool = True) -> RunReport:
     """Generate and write the warehouse; ``wait=False`` returns once a remote job is submitted."""
-    if settings.sink == "bigquery":
-        return _run_bigquery(settings, list(beam_argv or []), wait)
-    return _run_local(settings, list(beam_argv or []))
-
-
-def _run_local(settings: Settings, beam_argv: list[str]) -> RunReport:
     started = time.perf_counter()
-    plan = planning.plan(settings)
-    options = pipeline_options(beam_argv)
-    report = RunReport(settings)
-    with warehouse.Staging(Path(settings.output_dir)) as stage:
-        p = pipeline.build(plan, options, lambda t: warehouse.WriteParquet(t, stage.path), local_runner(options))
-        result = p.run()
-        result.wait_until_finish()
-        report.pipeline_seconds = time.perf_counter() - started
-        sink_started = time.perf_counter()
-        for table in plan.tables:
-            warehouse.ensure_parquet(stage.path, table)
-        if settings.sink == "duckdb":
-            warehouse.build_duckdb(stage.path, list(plan.tables), keys=settings.duckdb_keys)
-            import duckdb
-
-            con = duckdb.connect(str(stage.path / warehouse.DUCKDB_FILE), read_only=True)
-            try:
-                stats = {t: warehouse.table_stats(con, t) for t in plan.tables}
-            finally:
-                con.close()
-        else:
-            stats = warehouse.parquet_stats(stage.path, list(plan.tables))
-        written = {t: v[0] for t, v in stats.items()}
-        _check_counts(plan, written)
-        _fill_report(report, plan, _counter_values(result, plan.tables), written,
-                     {t: v[1] for t, v in stats.items()})
-        warehouse.write_manifest(
-            stage.path,
-            {
-                "package": "fmcg-beam",
-                "version": __version__,
-                "options": settings.model_dump(mode="json"),
-                "sink": settings.sink,
-                "tables": {
-                    t: {"rows": r.rows, "expected_rows": r.expected, "checksum": r.checksum}
-                    for t, r in report.tables.items()
-                },
-            },
-        )
-        report.sink_seconds = time.perf_counter() - sink_started
-        stage.commit()
-    report.total_seconds = time.perf_counter() - started
-    return report
-
-
-def _check_counts(plan, written: dict[str, int]) -> None:
-    mismatched = {t: (written[t], plan.rows[t]) for t in plan.tables if written[t] != plan.rows[t]}
-    if mismatched:
-        raise RuntimeError(f"row counts differ from the plan (written, expected): {mismatched}")
-
-
-def _run_bigquery(settings: Settings, beam_argv: list[str], wait: bool) -> RunReport:
-    from fmcg_beam import bigquery
-
-    started = time.perf_counter()
-    target = bigquery.Target.from_settings(settings)
-    bigquery.ensure_credentials(target)
-    plan = planning.plan(settings)
+    beam_argv = list(beam_argv or [])
     options = pipeline_options(beam_argv)
     gcp = options.view_as(GoogleCloudOptions)
     gcp.project = gcp.project or settings.project  # a project or temp location from FMCG_* variables
     gcp.temp_location = gcp.temp_location or settings.temp_location
+    runner = local_runner(options)
+    sink = sinks.create(settings, wait=wait or runner is not None)  # a local runner always waits
     report = RunReport(settings)
-    bigquery.prepare_tables(target, list(plan.tables))
-    p = pipeline.build(plan, options, lambda t: bigquery.WriteBigQuery(t, target), local_runner(options))
-    result = p.run()
-    report.job_id = _job_id(result)
-    if not wait:
-        report.total_seconds = time.perf_counter() - started
-        return report
-    state = result.wait_until_finish()
-    if str(state).split(".")[-1] not in ("DONE", "None"):
-        raise RuntimeError(f"the pipeline ended in state {state}")
-    report.pipeline_seconds = time.perf_counter() - started
-    sink_started = time.perf_counter()
-    values = _counter_values(result, plan.tables)
-    failed = sum(v for _, name, v in values if name == "bq_failed_rows")
-    if failed:
-        raise RuntimeError(f"BigQuery rejected {failed} rows; see the pipeline log for the errors")
-    counts = bigquery.row_counts(target, list(plan.tables))
-    _check_counts(plan, counts)
-    _fill_report(report, plan, values, counts, {})
-    report.sink_seconds = time.perf_counter() - sink_started
+    try:
+        plan = planning.plan(settings)
+        sink.prepare(plan)
+        p = pipeline.build(plan, options, sink.write, runner)
+        with sink.watch():
+            result = p.run()
+            sink.started(result)
+            report.job_id = _job_id(result)
+            if not sink.wait:
+                report.total_seconds = time.perf_counter() - started
+                return report
+            state = result.wait_until_finish()
+        if str(state).split(".")[-1] not in ("DONE", "None"):
+            raise RuntimeError(f"the pipeline ended in state {state}")
+        report.pipeline_seconds = time.perf_counter() - started
+        values = _counter_values(result, plan.tables)
+        finish_started = time.perf_counter()
+        written = sink.finish(plan, values)
+        report.sink_seconds = time.perf_counter() - finish_started
+    except BaseException as exc:
+        error = sink.fail(exc)
+        if error is exc:
+            raise
+        raise error
+    finally:
+        sink.close()
+    _fill_report(report, plan, values, written)
     report.total_seconds = time.perf_counter() - started
     return report
 

@@ -62,7 +62,11 @@ def test_built_pipeline_writes_every_table_through_the_sink():
             self.table = table
 
         def expand(self, pcoll):
-            return pcoll | beam.Map(_rows) | beam.CombinePerKey(sum)
+            totals = pcoll | beam.Map(_rows) | beam.CombinePerKey(sum)
+            # Every planned row of the table reaches its sink, once.
+            assert_that(totals, equal_to([(self.table, plan.rows[self.table])] if plan.rows[self.table] else []),
+                        label=f"{self.table}/Rows")
+            return totals
 
     def sink(table):
         seen.append(table)

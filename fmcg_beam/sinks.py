@@ -1,0 +1,151 @@
+"""Where a run writes: one interface that the Parquet, DuckDB and BigQuery sinks implement.
+
+``fmcg_beam.run.run`` calls, in this order and whatever the sink:
+
+1. ``prepare(plan)`` before the pipeline is built (take the output directory, create staging tables);
+2. ``write(table)``, the transform that writes one table's ``(table, shard_id, RecordBatch)`` elements;
+3. ``watch()``, a context manager around running the pipeline (a BigQuery endpoint's watchdog), and
+   ``started(result)`` once it runs;
+4. ``finish(plan, counters)`` once the pipeline succeeded: finish the destination (build DuckDB, swap the
+   tables in), check it against the plan, and return what was written per table (rows, checksum);
+5. ``fail(exc)`` on any failure or stop: clean up, and return the exception to raise, with
+   ``warehouse_state`` saying in words what the destination holds now;
+6. ``close()`` at the end, whatever happened.
+
+A sink registers its name in ``SINKS``; ``--sink NAME`` picks it, and ``run`` never asks which sink it has.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Callable, ContextManager, Optional
+
+import apache_beam as beam
+
+from fmcg_beam import __version__, outdir, warehouse
+from fmcg_beam.options import Settings
+
+# Per table: rows written and the content checksum ("" where the destination cannot compute one cheaply).
+Written = dict[str, tuple[int, str]]
+
+
+class Sink:
+    """The interface (see the module docstring); the defaults suit a sink with nothing to watch or close."""
+
+    name = ""
+
+    def __init__(self, settings: Settings, wait: bool = True):
+        self.settings = settings
+        self.wait = wait
+
+    @property
+    def where(self) -> str:
+        """The destination, for messages: a directory, or ``project:dataset``."""
+        raise NotImplementedError
+
+    def prepare(self, plan) -> None:
+        raise NotImplementedError
+
+    def write(self, table: str) -> beam.PTransform:
+        raise NotImplementedError
+
+    def watch(self) -> ContextManager:
+        return contextlib.nullcontext()
+
+    def started(self, result) -> None:
+        """The running pipeline's result (a remote job the sink may cancel if the run fails)."""
+
+    def finish(self, plan, counters: list[tuple[str, str, int]]) -> Written:
+        raise NotImplementedError
+
+    def fail(self, exc: BaseException) -> BaseException:
+        return exc
+
+    def close(self) -> None:
+        pass
+
+
+def check_counts(plan, written: dict[str, int]) -> None:
+    """Raise when any table's written rows differ from the plan's."""
+    mismatched = {t: (written.get(t), plan.rows[t]) for t in plan.tables if written.get(t) != plan.rows[t]}
+    if mismatched:
+        raise RuntimeError(f"row counts differ from the plan (written, expected): {mismatched}")
+
+
+def set_state(exc: BaseException, state: str) -> None:
+    """Attach ``warehouse_state`` (what the destination holds now, in words) to ``exc``."""
+    try:
+        exc.warehouse_state = state
+    except AttributeError:  # an exception type without a __dict__
+        pass
+
+
+class LocalSink(Sink):
+    """Parquet files in ``--output_dir``, and with ``--sink duckdb`` a DuckDB file built from them.
+
+    The warehouse is built in a staging folder and made current atomically (``fmcg_beam.outdir``).
+    """
+
+    def __init__(self, settings: Settings, wait: bool = True):
+        super().__init__(settings, wait)
+        self.out = outdir.OutputDir(Path(settings.output_dir))
+        self.had_warehouse = outdir.has_warehouse(self.out.target)
+        self.stage: Optional[Path] = None
+
+    @property
+    def where(self) -> str:
+        return str(self.out.target)
+
+    def prepare(self, plan) -> None:
+        self.out.__enter__()
+        self.stage = self.out.new_staging()
+
+    def write(self, table: str) -> beam.PTransform:
+        return warehouse.WriteParquet(table, self.stage)
+
+    def finish(self, plan, counters) -> Written:
+        for table in plan.tables:
+            warehouse.ensure_parquet(self.stage, table)
+        if self.settings.sink == "duckdb":
+            warehouse.build_duckdb(self.stage, list(plan.tables), keys=self.settings.duckdb_keys)
+            stats = warehouse.duckdb_stats(self.stage / outdir.DUCKDB_FILE, list(plan.tables))
+        else:
+            stats = warehouse.parquet_stats(self.stage, list(plan.tables))
+        check_counts(plan, {t: rows for t, (rows, _) in stats.items()})
+        outdir.write_manifest(self.stage, self._manifest(plan, stats))
+        self.out.commit(self.stage)
+        return stats
+
+    def _manifest(self, plan, stats: Written) -> dict:
+        return {
+            "package": "fmcg-beam",
+            "version": __version__,
+            "options": self.settings.model_dump(mode="json"),
+            "sink": self.settings.sink,
+            "tables": {t: {"rows": rows, "expected_rows": plan.rows[t], "checksum": checksum}
+                       for t, (rows, checksum) in stats.items()},
+        }
+
+    def fail(self, exc: BaseException) -> BaseException:
+        state = (f"the previous warehouse in {self.where} is unchanged" if self.had_warehouse
+                 else f"nothing was written to {self.where}")
+        set_state(exc, state)
+        return exc
+
+    def close(self) -> None:
+        self.out.__exit__(None, None, None)
+
+
+def _bigquery(settings: Settings, wait: bool = True) -> Sink:
+    from fmcg_beam.bigquery.sink import BigQuerySink, DirectBigQuerySink
+
+    return (BigQuerySink if wait else DirectBigQuerySink)(settings, wait)
+
+
+SINKS: dict[str, Callable[..., Sink]] = {"duckdb": LocalSink, "parquet": LocalSink, "bigquery": _bigquery}
+
+
+def create(settings: Settings, wait: bool = True) -> Sink:
+    """The sink ``--sink`` names, for one run."""
+    return SINKS[settings.sink](settings, wait)

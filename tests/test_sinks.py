@@ -1,0 +1,75 @@
+"""The sink interface: ``run`` is one path, and a sink plugs in through the registry alone."""
+
+from __future__ import annotations
+
+import apache_beam as beam
+import pytest
+
+from fmcg_beam import run as running
+from fmcg_beam import sinks
+from fmcg_beam.options import resolve
+
+ARGS = ["--scale", "0.01", "--end_date", "2023-01-31", "--tables", "fact_sales", "--direct_num_workers", "1"]
+
+
+class RecordingSink(sinks.Sink):
+    """Counts every table's rows in the pipeline and records the calls ``run`` makes."""
+
+    calls: list[str] = []
+    fail_in_finish = False
+
+    @property
+    def where(self) -> str:
+        return "memory"
+
+    def prepare(self, plan) -> None:
+        self.calls.append("prepare")
+
+    def write(self, table: str) -> beam.PTransform:
+        self.calls.append(f"write {table}")
+        return beam.Map(lambda e: e[2].num_rows) | f"{table}/Sum" >> beam.CombineGlobally(sum).without_defaults()
+
+    def started(self, result) -> None:
+        self.calls.append("started")
+
+    def finish(self, plan, counters) -> sinks.Written:
+        self.calls.append("finish")
+        if self.fail_in_finish:
+            raise RuntimeError("injected failure in finish")
+        rows = {t: sum(v for table, name, v in counters if table == t and name == "rows") for t in plan.tables}
+        sinks.check_counts(plan, rows)
+        return {t: (n, f"n={n}") for t, n in rows.items()}
+
+    def fail(self, exc: BaseException) -> BaseException:
+        self.calls.append(f"fail {type(exc).__name__}")
+        sinks.set_state(exc, "memory holds nothing")
+        return exc
+
+    def close(self) -> None:
+        self.calls.append("close")
+
+
+@pytest.fixture()
+def recording(monkeypatch):
+    RecordingSink.calls = []
+    RecordingSink.fail_in_finish = False
+    monkeypatch.setitem(sinks.SINKS, "parquet", RecordingSink)
+    return RecordingSink
+
+
+def test_a_registered_sink_gets_every_table_and_the_calls_in_order(recording, tmp_path):
+    settings = resolve([*ARGS, "--sink", "parquet", "--output_dir", str(tmp_path / "unused")], environ={})
+    report = running.run(settings, ARGS)
+    tables = list(report.tables)
+    assert recording.calls == ["prepare", *[f"write {t}" for t in tables], "started", "finish", "close"]
+    assert all(t.rows == t.expected and t.checksum == f"n={t.rows}" for t in report.tables.values())
+    assert not (tmp_path / "unused").exists()  # run itself wrote nothing: only sinks write
+
+
+def test_a_failing_sink_is_told_and_closed(recording, tmp_path):
+    recording.fail_in_finish = True
+    settings = resolve([*ARGS, "--sink", "parquet", "--output_dir", str(tmp_path / "unused")], environ={})
+    with pytest.raises(RuntimeError, match="injected") as info:
+        running.run(settings, ARGS)
+    assert recording.calls[-3:] == ["finish", "fail RuntimeError", "close"]
+    assert info.value.warehouse_state == "memory holds nothing"
