@@ -17,7 +17,7 @@ VERSION = re.search(r'__version__ = "([^"]+)"', (HERE / "fmcg_beam" / "__init__.
 INSTALL_REQUIRES = [
     "apache-beam[gcp]==2.77.0",
     "duckdb==1.5.5",
-    "faker==40.63.0",
+    "python-dateutil==2.9.0.post0",  # Easter and the other movable holidays
     "numpy==2.4.6",
     "pyarrow==25.0.1",
     "pydantic==2.14.4",
@@ -41,7 +41,7 @@ setup(
     long_description=(HERE / "README.md").read_text(encoding="utf-8") if (HERE / "README.md").exists() else "",
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=["fmcg_beam", "fmcg_beam.generators", "fmcg_beam.data", "fmcg_beam.schemas"],
+    packages=["fmcg_beam", "fmcg_beam.bigquery", "fmcg_beam.generators", "fmcg_beam.data", "fmcg_beam.schemas"],
     package_dir={"fmcg_beam.schemas": "schemas"},
     package_data={"fmcg_beam.data": ["*.csv", "*.json"], "fmcg_beam.schemas": ["*.json"]},
     include_package_data=False,

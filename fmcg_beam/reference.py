@@ -1,21 +1,81 @@
-"""Curated reference data shipped with the package (``fmcg_beam/data``).
+"""Curated reference data shipped with the package (``fmcg_beam/data``), checked as it loads.
 
 Real Philippine places with their 2020 census populations, Filipino given
-names and surnames, mobile prefixes and landline area codes, and the company's
-catalogue, organisation, banks, insurers, campaign and cost vocabularies.
-Faker's ``en_PH`` locale has Western names, invented cities and no phone
-numbers, so it is not used for any of these.
+names and surnames, mobile prefixes and landline area codes, the company's
+catalogue, organisation, banks, insurers, campaign and cost vocabularies, and
+the business constants tuned for them. Faker's ``en_PH`` locale has Western
+names, invented cities and no phone numbers, so Faker is not used at all.
+
+Every business constant keyed by a reference name lives in the data file
+beside the names it is keyed by, and every file says where its numbers come
+from in a ``_source`` object. A file is checked when it first loads: a name
+without its constant, a constant for an unknown name or a missing field raises
+``ReferenceDataError`` naming the file and the key, never a silent default.
+``check(file, doc)`` runs the same check on a document in memory.
 """
 
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import json
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterable, Mapping, NoReturn
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
+MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
+          "November", "December")
+WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+DELIVERY_STATUSES = ("Delivered", "Delayed", "Cancelled", "Returned")
+SITES = ("head_office", "plant", "field")
+ISLAND_GROUPS = ("Luzon", "Visayas", "Mindanao")
+LIFECYCLE_FIELDS = ("end_share", "min_life_days", "mean_life_days")
+
+
+class ReferenceDataError(ValueError):
+    """A reference data file lacks a name, a field, or has a constant for an unknown name."""
+
+
+def _fail(file: str, where: str, problem: str, fix: str) -> NoReturn:
+    raise ReferenceDataError(f"{file}: {where}: {problem}; {fix}")
+
+
+def require_keys(file: str, where: str, mapping: Mapping[str, Any], names: Iterable[str], what: str) -> None:
+    """``mapping`` has an entry for every one of ``names`` and for nothing else (``_``-keys are notes)."""
+    names = list(dict.fromkeys(names))
+    if not isinstance(mapping, Mapping):
+        _fail(file, where, f"expected an object keyed by {what}", f"give one entry per {what}")
+    missing = [n for n in names if n not in mapping]
+    if missing:
+        _fail(file, where, f"no entry for {what} {missing[0]!r}", f"add one for every {what}: {names}")
+    unknown = [k for k in mapping if not str(k).startswith("_") and k not in names]
+    if unknown:
+        _fail(file, where, f"unknown {what} {unknown[0]!r}", f"use only {names}")
+
+
+def require_fields(file: str, where: str, records: Iterable[Mapping[str, Any]], fields: Iterable[str],
+                   label: str = "name") -> None:
+    """Every record of ``records`` has every one of ``fields``."""
+    for i, record in enumerate(records):
+        for f in fields:
+            if f not in record:
+                _fail(file, f"{where}[{record.get(label, i)!r}]", f"no {f!r}", f"add {f!r} to every entry")
+
+
+def require_in(file: str, where: str, values: Iterable[str], allowed: Iterable[str], what: str) -> None:
+    """Every one of ``values`` is one of ``allowed``."""
+    allowed = list(allowed)
+    for v in values:
+        if v not in allowed:
+            _fail(file, where, f"unknown {what} {v!r}", f"use one of {allowed}")
+
+
+def require_date(file: str, where: str, text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except (TypeError, ValueError):
+        _fail(file, where, f"{text!r} is not a date", "write it as YYYY-MM-DD")
 
 
 def _csv(name: str) -> list[dict[str, str]]:
@@ -23,12 +83,168 @@ def _csv(name: str) -> list[dict[str, str]]:
         return list(csv.DictReader(fh))
 
 
-def _json(name: str) -> Any:
-    return json.loads((DATA_DIR / name).read_text(encoding="utf-8"))
+# --------------------------------------------------------------------------- checks, one per JSON file
+
+
+def _check_catalog(f: str, doc: dict) -> None:
+    cats = doc["categories"]
+    require_fields(f, "categories", cats, ("name", "excise_sweetened", "subcategories"))
+    for c in cats:
+        require_fields(f, f"categories[{c['name']!r}].subcategories", c["subcategories"],
+                       ("name", "price_min", "price_max", "variants", "pack_sizes"))
+    require_fields(f, "brands", doc["brands"], ("name", "category", "subcategories", "popularity"))
+    subs_of = {c["name"]: [s["name"] for s in c["subcategories"]] for c in cats}
+    for b in doc["brands"]:
+        require_in(f, f"brands[{b['name']!r}].category", [b["category"]], subs_of, "category")
+        # A brand sells only in its own category: no "Coca-Cola Dog Food".
+        require_in(f, f"brands[{b['name']!r}].subcategories", b["subcategories"], subs_of[b["category"]],
+                   f"subcategory of {b['category']}")
+    sold = {s for b in doc["brands"] for s in b["subcategories"]}
+    unsold = [s for names in subs_of.values() for s in names if s not in sold]
+    if unsold:
+        _fail(f, "brands", f"no brand makes subcategory {unsold[0]!r}", "list it under a brand of its category")
+    require_fields(f, "product_lifecycle", [doc["product_lifecycle"]], LIFECYCLE_FIELDS)
+    require_date(f, "price_bands_as_of", doc["price_bands_as_of"])
+
+
+def _check_retail(f: str, doc: dict) -> None:
+    fields = ("name", "share", "qty_min", "qty_max", "order_value_min", "order_value_max", "credit_limit_min",
+              "credit_limit_max", "payment_terms", "commission_rate_min", "commission_rate_max",
+              "delivery_days_min", "delivery_days_max", "order_frequency", "contact_phone", "name_patterns")
+    require_fields(f, "retailer_types", doc["retailer_types"], fields)
+    require_in(f, "retailer_types.contact_phone", [t["contact_phone"] for t in doc["retailer_types"]],
+               ("mobile", "landline"), "phone kind")
+    statuses = {s["name"]: s for s in doc["delivery_statuses"]}
+    require_keys(f, "delivery_statuses", statuses, DELIVERY_STATUSES, "delivery status")
+    require_fields(f, "delivery_statuses", doc["delivery_statuses"], ("share",))
+    require_fields(f, "delivery_statuses", [statuses["Delayed"]], ("extra_days_min", "extra_days_max"))
+    require_fields(f, "retailer_lifecycle", [doc["retailer_lifecycle"]], LIFECYCLE_FIELDS + ("anchor_share",))
+    if not doc["email_domains"]:
+        _fail(f, "email_domains", "empty", "list at least one reserved example domain")
+
+
+def _check_costs(f: str, doc: dict) -> None:
+    cats = doc["operating_cost_categories"]
+    require_fields(f, "operating_cost_categories", cats,
+                   ("cost_types", "departments", "share_of_budget", "line_size", "descriptions"), "cost_category")
+    departments = [d["name"] for d in org()["departments"]]
+    for c in cats:
+        require_in(f, f"operating_cost_categories[{c['cost_category']!r}].departments", c["departments"],
+                   departments, "department (org.json)")
+    charged = {d for c in cats for d in c["departments"]}
+    uncharged = [d for d in departments if d not in charged]
+    if uncharged:
+        _fail(f, "operating_cost_categories", f"no category is charged to department {uncharged[0]!r}",
+              "list it under at least one category's departments")
+
+
+def _check_marketing(f: str, doc: dict) -> None:
+    types = doc["campaign_types"]
+    require_fields(f, "campaign_types", types, ("weight", "budget_min", "budget_max", "duration_days_min",
+                                                "duration_days_max", "cost_categories"))
+    used = [c for t in types for c in t["cost_categories"]]
+    require_keys(f, "cost_category_weights", doc["cost_category_weights"], used, "cost category")
+    for o in doc["occasions"]:
+        require_in(f, f"occasions[{o['name']!r}].months", o["months"], range(1, 13), "month")
+
+
+def _check_org(f: str, doc: dict) -> None:
+    company = doc["company"]
+    require_fields(f, "company", [company], ("name", "email_domain", "hq_city", "employee_number_prefix"))
+    require_in(f, "company.hq_city", [company["hq_city"]], [p["city"] for p in places()], "city (locations.csv)")
+    jobs = doc["jobs"]
+    require_fields(f, "jobs", jobs, ("department", "job_level", "work_type", "min_salary", "max_salary",
+                                     "headcount_weight", "can_sell", "is_managerial"), "job_title")
+    require_in(f, "jobs.department", [j["department"] for j in jobs], [d["name"] for d in doc["departments"]],
+               "department")
+    require_keys(f, "job_levels", doc["job_levels"], [j["job_level"] for j in jobs], "job level")
+    require_fields(f, "job_levels", [dict(v, name=k) for k, v in doc["job_levels"].items()],
+                   ("rice", "transport", "communication"))
+    require_keys(f, "work_types", doc["work_types"], [j["work_type"] for j in jobs], "work type")
+    for name, w in doc["work_types"].items():
+        require_fields(f, "work_types", [dict(w, name=name)], ("site", "work_setups", "overtime_chance"))
+        require_in(f, f"work_types[{name!r}].site", [w["site"]], SITES, "site")
+    if not any(j["can_sell"] for j in jobs):
+        _fail(f, "jobs", "no job can sell", "mark the sales jobs with can_sell: true")
+    if "Regular" not in doc["employment_types"]:
+        _fail(f, "employment_types", "no 'Regular'", "add it: regular hires start as Probationary")
+    require_fields(f, "employee_lifecycle", [doc["employee_lifecycle"]], LIFECYCLE_FIELDS + ("anchor_share",))
+    require_fields(f, "salary_bands", [doc["salary_bands"]], ("as_of", "yearly_raise", "band_reach"))
+    require_date(f, "salary_bands.as_of", doc["salary_bands"]["as_of"])
+
+
+def _check_phones(f: str, doc: dict) -> None:
+    codes = {a["province"]: a for a in doc["landline_area_codes"]}
+    require_keys(f, "landline_area_codes", codes, [p["province"] for p in places()], "province (locations.csv)")
+
+
+def _check_regions(f: str, doc: dict) -> None:
+    groups = doc["island_groups"]
+    require_keys(f, "island_groups", groups, [p["region"] for p in places()], "region (locations.csv)")
+    require_in(f, "island_groups", groups.values(), ISLAND_GROUPS, "island group")
+
+
+def _check_economy(f: str, doc: dict) -> None:
+    require_fields(f, "economy", [doc], ("inflation_per_year", "sweetened_beverage_excise", "month_demand",
+                                         "weekday_demand", "payday_boost", "demand_shocks"))
+    require_fields(f, "sweetened_beverage_excise", [doc["sweetened_beverage_excise"]], ("from", "price_factor"))
+    require_keys(f, "month_demand", doc["month_demand"], MONTHS, "month")
+    require_keys(f, "weekday_demand", doc["weekday_demand"], WEEKDAYS, "weekday")
+    require_date(f, "sweetened_beverage_excise.from", doc["sweetened_beverage_excise"]["from"])
+    require_fields(f, "demand_shocks", doc["demand_shocks"], ("from", "to", "factor"))
+    for s in doc["demand_shocks"]:
+        require_date(f, f"demand_shocks[{s.get('name')!r}]", s["from"])
+        require_date(f, f"demand_shocks[{s.get('name')!r}]", s["to"])
+
+
+def _check_holidays(f: str, doc: dict) -> None:
+    require_fields(f, "fixed", doc["fixed"], ("month", "day", "type"))
+    for h in doc["movable"]:
+        if ("easter_offset_days" in h) == ("last_monday_of_month" in h):
+            _fail(f, f"movable[{h.get('name')!r}]", "needs exactly one rule",
+                  "give easter_offset_days or last_monday_of_month")
+
+
+def _check_finance(f: str, doc: dict) -> None:
+    require_fields(f, "banks", doc["banks"], ("bank_name", "bank_code"), "bank_name")
+    require_fields(f, "insurance", doc["insurance"], ("insurance_name", "policy_type", "coverage_amount",
+                                                      "premium_amount"), "insurance_name")
+
+
+CHECKS: dict[str, Callable[[str, dict], None]] = {
+    "catalog.json": _check_catalog,
+    "retail.json": _check_retail,
+    "costs.json": _check_costs,
+    "marketing.json": _check_marketing,
+    "org.json": _check_org,
+    "phones.json": _check_phones,
+    "regions.json": _check_regions,
+    "economy.json": _check_economy,
+    "holidays.json": _check_holidays,
+    "finance.json": _check_finance,
+}
+
+
+def check(file: str, doc: dict) -> dict:
+    """``doc`` (the content of data file ``file``) if it passes the file's checks; else ``ReferenceDataError``."""
+    try:
+        CHECKS[file](file, doc)
+    except (KeyError, TypeError) as e:
+        raise ReferenceDataError(f"{file}: missing or malformed entry {e}; compare with the shipped file") from e
+    return doc
+
+
+@lru_cache(maxsize=None)
+def _json(file: str) -> dict:
+    return check(file, json.loads((DATA_DIR / file).read_text(encoding="utf-8")))
+
+
+# --------------------------------------------------------------------------- loaders
 
 
 @lru_cache(maxsize=None)
 def places() -> list[dict[str, Any]]:
+    """Cities and municipalities, largest first, with their region, province and population."""
     rows = _csv("locations.csv")
     for r in rows:
         r["population"] = int(r["population"])
@@ -45,62 +261,22 @@ def surnames() -> list[dict[str, Any]]:
     return [dict(r, weight=float(r["weight"])) for r in _csv("surnames.csv")]
 
 
-@lru_cache(maxsize=None)
-def phones() -> dict[str, Any]:
-    return _json("phones.json")
+def _loader(file: str) -> Callable[[], dict[str, Any]]:
+    def load() -> dict[str, Any]:
+        return _json(file)
+
+    load.__name__ = load.__qualname__ = file.removesuffix(".json")
+    load.__doc__ = f"The content of ``data/{file}``, checked on first use."
+    return load
 
 
-@lru_cache(maxsize=None)
-def catalog() -> dict[str, Any]:
-    return _json("catalog.json")
-
-
-@lru_cache(maxsize=None)
-def org() -> dict[str, Any]:
-    return _json("org.json")
-
-
-@lru_cache(maxsize=None)
-def retail() -> dict[str, Any]:
-    return _json("retail.json")
-
-
-@lru_cache(maxsize=None)
-def finance() -> dict[str, Any]:
-    return _json("finance.json")
-
-
-@lru_cache(maxsize=None)
-def marketing() -> dict[str, Any]:
-    return _json("marketing.json")
-
-
-@lru_cache(maxsize=None)
-def costs() -> dict[str, Any]:
-    return _json("costs.json")
-
-
-@lru_cache(maxsize=None)
-def holidays() -> dict[str, Any]:
-    return _json("holidays.json")
-
-
-ISLAND_GROUP = {
-    "National Capital Region": "Luzon",
-    "Cordillera Administrative Region": "Luzon",
-    "Ilocos Region": "Luzon",
-    "Cagayan Valley": "Luzon",
-    "Central Luzon": "Luzon",
-    "CALABARZON": "Luzon",
-    "MIMAROPA": "Luzon",
-    "Bicol Region": "Luzon",
-    "Western Visayas": "Visayas",
-    "Central Visayas": "Visayas",
-    "Eastern Visayas": "Visayas",
-    "Zamboanga Peninsula": "Mindanao",
-    "Northern Mindanao": "Mindanao",
-    "Davao Region": "Mindanao",
-    "SOCCSKSARGEN": "Mindanao",
-    "Caraga": "Mindanao",
-    "Bangsamoro Autonomous Region in Muslim Mindanao": "Mindanao",
-}
+catalog = _loader("catalog.json")
+costs = _loader("costs.json")
+economy = _loader("economy.json")
+finance = _loader("finance.json")
+holidays = _loader("holidays.json")
+marketing = _loader("marketing.json")
+org = _loader("org.json")
+phones = _loader("phones.json")
+regions = _loader("regions.json")
+retail = _loader("retail.json")

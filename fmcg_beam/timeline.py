@@ -14,6 +14,8 @@ The company's timeline is fixed and independent of the period a user asks for:
 Demand weights (Oct-Dec peak, paydays, weekdays, the 2020 lockdown) and the
 price index (compounded inflation plus the 2018 sweetened-beverage excise) are
 pure functions of the date, so a row dated D never depends on the period.
+Their constants, with their sources, are in ``data/economy.json``; the
+holidays are in ``data/holidays.json``.
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ import datetime as dt
 from functools import lru_cache
 
 import numpy as np
+from dateutil.easter import easter
+
+from fmcg_beam import reference
 
 EPOCH = dt.date(1970, 1, 1)
 PERIOD_MIN = dt.date(2015, 1, 1)
@@ -32,15 +37,17 @@ ANCHOR_START = dt.date(2014, 1, 1)
 DEFAULT_START = dt.date(2023, 1, 1)
 DEFAULT_END = dt.date(2025, 12, 31)
 
-INFLATION_PER_YEAR = 0.035
-EXCISE_DATE = dt.date(2018, 1, 1)
-EXCISE_FACTOR = 1.12
-
-MONTH_DEMAND = np.array([0.0, 0.90, 0.88, 0.95, 0.97, 0.98, 0.96, 0.95, 0.97, 1.00, 1.10, 1.18, 1.30])
-WEEKDAY_DEMAND = np.array([1.04, 1.02, 1.02, 1.03, 1.08, 1.00, 0.81])  # Monday..Sunday
-PAYDAY_BOOST = 1.12
-LOCKDOWN = (dt.date(2020, 3, 16), dt.date(2020, 6, 30), 0.70)
-RECOVERY = (dt.date(2020, 7, 1), dt.date(2021, 6, 30), 0.90)
+_ECONOMY = reference.economy()
+INFLATION_PER_YEAR = float(_ECONOMY["inflation_per_year"])
+EXCISE_DATE = dt.date.fromisoformat(_ECONOMY["sweetened_beverage_excise"]["from"])
+EXCISE_FACTOR = float(_ECONOMY["sweetened_beverage_excise"]["price_factor"])
+# Indexed by month 1..12 (slot 0 unused) and by weekday 0 = Monday .. 6 = Sunday.
+MONTH_DEMAND = np.array([0.0] + [_ECONOMY["month_demand"][m] for m in reference.MONTHS])
+WEEKDAY_DEMAND = np.array([_ECONOMY["weekday_demand"][d] for d in reference.WEEKDAYS])
+PAYDAY_BOOST = float(_ECONOMY["payday_boost"])
+# (first day, last day, demand factor) of each demand shock.
+DEMAND_SHOCKS = tuple((dt.date.fromisoformat(s["from"]), dt.date.fromisoformat(s["to"]), float(s["factor"]))
+                      for s in _ECONOMY["demand_shocks"])
 
 
 def day_number(d: dt.date) -> int:
@@ -91,7 +98,7 @@ def _raw_demand(days: np.ndarray) -> np.ndarray:
     _, m, _ = civil(days)
     w = MONTH_DEMAND[m] * WEEKDAY_DEMAND[weekday(days)]
     w = np.where(is_payday(days), w * PAYDAY_BOOST, w)
-    for start, end, factor in (LOCKDOWN, RECOVERY):
+    for start, end, factor in DEMAND_SHOCKS:
         inside = (days >= day_number(start)) & (days <= day_number(end))
         w = np.where(inside, w * factor, w)
     return w
@@ -116,28 +123,15 @@ def price_index(days: np.ndarray, sweetened: np.ndarray | bool = False) -> np.nd
     return idx * np.where(sweetened, excise, 1.0)
 
 
-def easter(year: int) -> dt.date:
-    """Gregorian Easter Sunday (anonymous Gregorian algorithm)."""
-    a, b, c = year % 19, year // 100, year % 100
-    d, e = b // 4, b % 4
-    f = (b + 8) // 25
-    g = (b - f + 1) // 3
-    h = (19 * a + b - d - g + 15) % 30
-    i, k = c // 4, c % 4
-    l_ = (32 + 2 * e + 2 * i - h - k) % 7
-    m = (a + 11 * h + 22 * l_) // 451
-    month = (h + l_ - 7 * m + 114) // 31
-    day = (h + l_ - 7 * m + 114) % 31 + 1
-    return dt.date(year, month, day)
-
-
 def movable_holidays(year: int) -> list[tuple[dt.date, str, str]]:
-    sunday = easter(year)
-    aug31 = dt.date(year, 8, 31)
-    heroes = aug31 - dt.timedelta(days=aug31.weekday())
-    return [
-        (sunday - dt.timedelta(days=3), "Maundy Thursday", "Regular"),
-        (sunday - dt.timedelta(days=2), "Good Friday", "Regular"),
-        (sunday - dt.timedelta(days=1), "Black Saturday", "Special Non-Working"),
-        (heroes, "National Heroes Day", "Regular"),
-    ]
+    """(date, name, type) of the holidays of ``year`` whose date moves: Holy Week and National Heroes Day."""
+    out = []
+    for h in reference.holidays()["movable"]:
+        if "easter_offset_days" in h:
+            date = easter(year) + dt.timedelta(days=h["easter_offset_days"])
+        else:
+            month = h["last_monday_of_month"]
+            last = dt.date(year + month // 12, month % 12 + 1, 1) - dt.timedelta(days=1)
+            date = last - dt.timedelta(days=last.weekday())
+        out.append((date, h["name"], h["type"]))
+    return out

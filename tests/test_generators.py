@@ -11,9 +11,9 @@ import pytest
 
 from fmcg_beam import schema, timeline
 from fmcg_beam.generators import GENERATORS
-from fmcg_beam.generators.base import KEY_DAY_FACTOR
-from fmcg_beam.generators.members import can_sell_by_job
-from fmcg_beam.randomness import hash_uniform, stable_key, unit_rng
+from fmcg_beam.columns import NULL
+from fmcg_beam.domain import KEY_DAY_FACTOR, can_sell_by_job, happened_by, live_during, product_appeal
+from fmcg_beam.randomness import DigestSeed, Streams, hash_uniform, stable_key, unit_rng
 
 from conftest import DIMENSIONS, FACTS, build_lookups, make_context
 
@@ -185,21 +185,53 @@ def test_price_index_compounds_without_year_boundary_drops():
 
 
 def test_stable_randomness_is_stable():
-    # Fixed expectations: a change here changes every generated table (say so in CHANGELOG.md).
-    assert stable_key("fact_sales") == stable_key("fact_sales")
-    assert stable_key(1, "a") != stable_key(1, "b")
-    a = unit_rng(42, "t", 1, 2).random(3)
-    assert np.array_equal(a, unit_rng(42, "t", 1, 2).random(3))
-    assert not np.array_equal(a, unit_rng(43, "t", 1, 2).random(3))
+    # Literal expectations: a change here changes every generated table (say so in CHANGELOG.md).
+    assert stable_key("fact_sales") == 17211114893555087698
+    assert stable_key(1, "a") == 15357858398881806882
+    first = [0.537042861072437, 0.928807556796153, 0.8506411597871874]
+    assert unit_rng(42, "t", "quantity", 1, 2).random(3).tolist() == first
+    assert unit_rng(42, "t", "quantity", 1, 2).integers(0, 1000, 5).tolist() == [856, 537, 717, 928, 917]
+    assert Streams(42, "t", (1, 2))["quantity"].random(3).tolist() == first
+    assert DigestSeed(b"42\x1f't'").generate_state(4, np.uint64).tolist() == [
+        12617859904545975222, 2166419923414373295, 4632296820651568009, 14436958915524387898]
+    assert hash_uniform(1, "x", np.arange(3)).tolist() == [0.4811769464570077, 0.8009859931745466,
+                                                          0.9876094177446608]
+    assert not np.array_equal(unit_rng(43, "t", "quantity", 1, 2).random(3), first)
+    assert not np.array_equal(unit_rng(42, "t", "price", 1, 2).random(3), first)
+    assert not np.array_equal(unit_rng(42, "t", "quantity", 1, 3).random(3), first)
     u = hash_uniform(1, "x", np.arange(10_000))
     assert 0 <= u.min() and u.max() < 1 and abs(u.mean() - 0.5) < 0.02
 
 
-def test_faker_pools_are_seeded_and_only_reserved_domains():
-    from fmcg_beam.pools import faker_pool
+def test_streams_are_memoised_per_draw_and_independent_of_order():
+    a, b = Streams(7, "t", (3,)), Streams(7, "t", (3,))
+    x1, x2 = a["x"].random(2), a["x"].random(2)  # one stream continues across draws of one name
+    assert np.array_equal(np.concatenate([x1, x2]), unit_rng(7, "t", "x", 3).random(4))
+    b["y"].random(5)  # another draw first changes nothing for "x"
+    assert np.array_equal(b["x"].random(4), np.concatenate([x1, x2]))
+    assert a.draws == ("x",) and b.draws == ("y", "x")
 
-    a = faker_pool(1, "safe_domain_name")
-    assert list(a) == list(faker_pool(1, "safe_domain_name"))
-    assert set(a) <= {"example.com", "example.net", "example.org"}
+
+def test_retailer_emails_use_only_reserved_example_domains():
     emails = GENERATORS["dim_retailers"].generate_all(make_context()).column("email").to_pylist()
-    assert all(e.rsplit("@", 1)[1] in {"example.com", "example.net", "example.org"} for e in emails)
+    domains = {e.rsplit("@", 1)[1] for e in emails}
+    assert domains == {"example.com", "example.net", "example.org"}
+
+
+def test_product_appeal_follows_the_run_seed_and_sales_and_inventory_share_it(ctx, lookups):
+    ids = np.arange(1, 200)
+    assert not np.array_equal(product_appeal(1, ids), product_appeal(2, ids))
+    sales = GENERATORS["fact_sales"].inputs(ctx, lookups)
+    stock = GENERATORS["fact_inventory"].inputs(ctx, lookups)
+    assert np.array_equal(sales.p_id, stock.p_id)
+    assert np.array_equal(sales.p_appeal, product_appeal(ctx.seed, sales.p_id))
+    assert np.array_equal(stock.p_appeal, sales.p_appeal)
+
+
+def test_live_during_is_the_one_lifecycle_rule():
+    start = np.array([10, 10, 10, 20])
+    end = np.array([NULL, 15, 11, 30])  # end: the first day gone
+    assert live_during(start, end, 10).tolist() == [True, True, True, False]
+    assert live_during(start, end, 11).tolist() == [True, True, False, False]
+    assert live_during(start, end, 12, 25).tolist() == [True, True, False, True]
+    assert happened_by(end, 14).tolist() == [False, False, True, False]

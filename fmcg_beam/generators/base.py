@@ -1,90 +1,56 @@
 """The generator contract shared by every table.
 
-A table is cut into *units*, fixed slices whose content depends only on the
-seed, the scale and the unit's key:
+A table is cut into *units* (``domain.Unit``), fixed slices whose content
+depends only on the seed, the scale and the unit's key:
 
 * a dimension unit is a block of ``DIM_BLOCK`` consecutive row ids, keyed
   ``(block,)``;
 * a fact unit is a (day, block) pair keyed ``(day_number, block)``: the rows of
-  one day, ``FACT_BLOCK`` at a time, numbered by their position in the day.
+  one day, ``FACT_BLOCK`` at a time, numbered by their position in the day
+  (monthly facts block their members' ids instead).
 
 ``TableGenerator.units`` lists the units of a run and their row counts;
-``TableGenerator.generate_unit`` turns one unit into numpy columns from its own
-random generator. A shard is any run of whole units, so the shard size, the
-worker count and the runner regroup units but never change a value.
+``TableGenerator.generate_unit`` turns one unit into numpy columns, drawing
+every random value from the unit's streams (``TableGenerator.streams``, one
+stream per named draw). A shard is any run of whole units, so the shard size,
+the worker count and the runner regroup units but never change a value.
 
 Generators are pure: no Beam, no I/O, no clock. Facts read the dimension
 attributes they need from ``Lookups``, built from the generated dimension
-tables (the pipeline's side inputs).
+tables (the pipeline's side inputs), through ``TableGenerator.inputs``: the
+generator's prepared arrays, built once per lookups and context.
+
+``ChildOfFact`` is a table generated per unit of a parent fact: for each of the
+parent's units it re-derives the parent's rows (the parent generator's own
+``generate_unit``, with the parent's dimension side inputs) and turns them
+into its own rows, so a large fact never becomes a side input. Plugins
+(``fmcg_beam.tables``) build on these same classes.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import math
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Callable, ClassVar, Mapping, Sequence, TypeVar
+from typing import Callable, ClassVar, Mapping, Optional, Sequence, TypeVar
 
 import numpy as np
 import pyarrow as pa
 
-from fmcg_beam import columns, schema, timeline
+from fmcg_beam import columns, schema
 from fmcg_beam.columns import NULL
-from fmcg_beam.randomness import unit_rng
+from fmcg_beam.domain import Context, Unit  # noqa: F401 - re-exported to the pipeline and the plan
+from fmcg_beam.domain import DIM_BLOCK, FACT_BLOCK, check_planned, daily_units
+from fmcg_beam.randomness import Streams
 
-DIM_BLOCK = 1024
-FACT_BLOCK = 16384
 T = TypeVar("T")
-# A fact key is YYYYMMDD * KEY_DAY_FACTOR + the row's position in its day.
-KEY_DAY_FACTOR = 10**8
-
-
-@dataclass(frozen=True)
-class Context:
-    """What every generator may depend on: the seed, the scale and the period."""
-
-    seed: int
-    scale: float
-    start: dt.date
-    end: dt.date
-
-    @property
-    def start_day(self) -> int:
-        return timeline.day_number(self.start)
-
-    @property
-    def end_day(self) -> int:
-        return timeline.day_number(self.end)
-
-    @property
-    def days(self) -> np.ndarray:
-        return timeline.days_between(self.start, self.end)
-
-    def member_count(self, base: int, minimum: int) -> int:
-        """Members of a growing dimension: ``max(minimum, round(base * sqrt(scale)))``."""
-        return max(minimum, int(round(base * math.sqrt(self.scale))))
-
-    @property
-    def end_timestamp_us(self) -> int:
-        """End of the period (start of the next day, UTC) in microseconds: the 'as of' instant."""
-        return (self.end_day + 1) * 86_400_000_000
-
-
-@dataclass(frozen=True, order=True)
-class Unit:
-    key: tuple[int, ...]
-    rows: int
 
 
 @dataclass(frozen=True)
 class Shard:
+    """A run of whole units of one table: the work item the pipeline spreads over workers."""
+
     table: str
     units: tuple[Unit, ...]
-
-    @property
-    def rows(self) -> int:
-        return sum(u.rows for u in self.units)
 
     @property
     def shard_id(self) -> str:
@@ -92,17 +58,21 @@ class Shard:
         return f"{self.table}-{first}-{len(self.units)}"
 
 
-def day_key(days: np.ndarray) -> np.ndarray:
-    """YYYYMMDD integers of day numbers."""
-    y, m, d = timeline.civil(days)
-    return y * 10000 + m * 100 + d
+def _filled(a: pa.Array, fill: object = 0) -> pa.Array:
+    """``a`` with its nulls replaced by ``fill`` (a compute call, so only when it has any)."""
+    return a.fill_null(fill) if a.null_count else a
 
 
-class DimView:
-    """Numpy access to a generated dimension table (dates and decimals as int64)."""
+class TableView:
+    """Numpy access to generated rows, in the generators' conventions (``fmcg_beam.columns``).
 
-    def __init__(self, table: pa.Table):
-        self.table = table
+    ``col(name)``: INT64 as int64, DATE as day numbers, TIMESTAMP as microseconds, NUMERIC(p, s) as int64
+    counts of ``10**-s`` (centavos for scale 2), with ``NULL`` for a missing value; BOOL as bool; STRING as
+    an object array of ``str`` (``None`` if missing).
+    """
+
+    def __init__(self, table: pa.Table | pa.RecordBatch):
+        self.table = pa.Table.from_batches([table]) if isinstance(table, pa.RecordBatch) else table
         self._cache: dict[str, np.ndarray] = {}
 
     def __len__(self) -> int:
@@ -116,19 +86,24 @@ class DimView:
                 raw = np.frombuffer(arr.buffers()[1], dtype=np.int64)
                 values = raw[2 * arr.offset :: 2][: len(arr)].copy()
             elif pa.types.is_date32(t):
-                values = arr.cast(pa.int32()).fill_null(0).to_numpy().astype(np.int64)
+                values = _filled(arr.cast(pa.int32())).to_numpy().astype(np.int64)
             elif pa.types.is_timestamp(t):
-                values = arr.cast(pa.int64()).fill_null(0).to_numpy()
+                values = _filled(arr.cast(pa.int64())).to_numpy()
             elif pa.types.is_integer(t):
-                values = arr.fill_null(0).to_numpy().astype(np.int64)
+                values = _filled(arr).to_numpy().astype(np.int64)
             elif pa.types.is_boolean(t):
-                values = arr.fill_null(False).to_numpy(zero_copy_only=False)
+                values = _filled(arr, False).to_numpy(zero_copy_only=False)
+            elif pa.types.is_string(t):
+                values = arr.to_numpy(zero_copy_only=False)  # an object array of str, None where missing
             else:
                 values = np.asarray(arr.to_pylist(), dtype=object)
             if arr.null_count and (pa.types.is_integer(t) or pa.types.is_date32(t) or pa.types.is_decimal(t)):
                 values = np.where(arr.is_null().to_numpy(zero_copy_only=False), NULL, values)
             self._cache[name] = values
         return self._cache[name]
+
+
+DimView = TableView  # the name the dimension lookups have always used
 
 
 class Lookups:
@@ -150,9 +125,6 @@ class Lookups:
         except KeyError:
             raise KeyError(f"dimension {name} was not provided to this generator") from None
 
-    def __contains__(self, name: str) -> bool:
-        return name in self._views
-
     @classmethod
     def from_batches(cls, pairs: Sequence[tuple[str, pa.RecordBatch]]) -> "Lookups":
         grouped: dict[str, list[pa.RecordBatch]] = {}
@@ -170,8 +142,13 @@ class TableGenerator:
     """One table's generator; subclasses set ``name`` and implement ``units``/``generate_unit``."""
 
     name: ClassVar[str]
-    # Dimensions whose generated tables this generator reads through ``Lookups``.
+    # Dimensions whose generated tables this generator reads through ``Lookups``,
+    # and the class that prepares the arrays it reads from them (see ``inputs``).
     needs: ClassVar[tuple[str, ...]] = ()
+    Inputs: ClassVar[Callable[[Context, "Lookups"], object]]
+    # A plugin's schema: a file in the package of the module that defines the generator class
+    # (read with importlib.resources, so it works from a wheel); default ``<name>.json``.
+    schema_file: ClassVar[Optional[str]] = None
 
     @cached_property
     def tdef(self) -> schema.TableDef:
@@ -183,18 +160,49 @@ class TableGenerator:
     def generate_unit(self, ctx: Context, unit: Unit, lookups: Lookups | None) -> dict[str, object]:
         raise NotImplementedError
 
-    def rng(self, ctx: Context, unit: Unit) -> np.random.Generator:
-        return unit_rng(ctx.seed, self.name, *unit.key)
+    def streams(self, ctx: Context, unit: Unit) -> Streams:
+        """The random streams of one unit, one per named draw."""
+        return Streams(ctx.seed, self.name, unit.key)
+
+    def inputs(self, ctx: Context, lookups: Lookups | None) -> object:
+        """``Inputs(ctx, lookups)``, the arrays this generator reads from the dimensions, built once per
+        lookups and context."""
+        if lookups is None:
+            raise ValueError(f"{self.name} reads {list(self.needs)}: pass their Lookups")
+        return lookups.derive((self.name, ctx), lambda: self.Inputs(ctx, lookups))
+
+    def shards(self, units: Sequence[Unit], rows_per_shard: int) -> list[Shard]:
+        """The work items of a run: whole units, about ``rows_per_shard`` rows of work each."""
+        return group_shards(self.name, units, rows_per_shard)
 
     def generate(self, ctx: Context, units: Sequence[Unit], lookups: Lookups | None = None) -> pa.RecordBatch:
-        parts = [self.generate_unit(ctx, u, lookups) for u in units if u.rows > 0]
+        """The rows of ``units`` as one batch in schema order; each unit yields exactly its planned rows."""
+        parts = []
+        for u in units:
+            if u.rows > 0:
+                part = self.generate_unit(ctx, u, lookups)
+                check_planned(self.name, u, len(next(iter(part.values()))))
+                parts.append(part)
         if not parts:
             return columns.empty_batch(self.tdef)
-        batch = columns.to_batch(self.tdef, columns.concat(parts))
-        expected = sum(u.rows for u in units)
-        if batch.num_rows != expected:
-            raise AssertionError(f"{self.name}: generated {batch.num_rows} rows, planned {expected}")
-        return batch
+        return columns.to_batch(self.tdef, columns.concat(parts))
+
+
+class DailyFactGenerator(TableGenerator):
+    """A fact with ``rows_per_day(ctx, days)`` rows a day, in (day, block of ``FACT_BLOCK``) units."""
+
+    def rows_per_day(self, ctx: Context, days: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def units(self, ctx: Context, lookups: Lookups | None = None) -> list[Unit]:
+        days = ctx.days
+        return daily_units(days, self.rows_per_day(ctx, days))
+
+    @staticmethod
+    def positions(unit: Unit) -> np.ndarray:
+        """Each row's position within its day."""
+        block = unit.key[1]
+        return block * FACT_BLOCK + np.arange(unit.rows, dtype=np.int64)
 
 
 class DimensionGenerator(TableGenerator):
@@ -213,6 +221,7 @@ class DimensionGenerator(TableGenerator):
         return np.arange(start, start + unit.rows, dtype=np.int64)
 
     def generate_all(self, ctx: Context) -> pa.Table:
+        """The whole dimension."""
         return pa.Table.from_batches([self.generate(ctx, self.units(ctx))], schema=self.tdef.arrow_schema)
 
 
@@ -234,19 +243,119 @@ class ReferenceDimension(DimensionGenerator):
         return out
 
 
-def group_shards(table: str, units: Sequence[Unit], rows_per_shard: int) -> list[Shard]:
-    """Consecutive whole units, at most ``rows_per_shard`` rows a shard (a bigger unit is its own shard)."""
+def group_shards(table: str, units: Sequence[Unit], rows_per_shard: int,
+                 work: Callable[[Unit], int] | None = None) -> list[Shard]:
+    """Consecutive whole units, at most ``rows_per_shard`` rows a shard (a bigger unit is its own shard).
+
+    ``work(unit)`` is what a unit weighs against ``rows_per_shard`` (default: its rows); units without rows
+    are left out.
+    """
     shards: list[Shard] = []
     current: list[Unit] = []
     rows = 0
     for u in units:
         if u.rows == 0:
             continue
-        if current and rows + u.rows > rows_per_shard:
+        size = u.rows if work is None else work(u)
+        if current and rows + size > rows_per_shard:
             shards.append(Shard(table, tuple(current)))
             current, rows = [], 0
         current.append(u)
-        rows += u.rows
+        rows += size
     if current:
         shards.append(Shard(table, tuple(current)))
     return shards
+
+
+@dataclass(frozen=True, order=True)
+class ChildUnit(Unit):
+    """A unit of a ``ChildOfFact``: the parent's unit key, the child's rows, and the parent's rows in the unit."""
+
+    parent_rows: int = 0
+
+    @property
+    def parent_unit(self) -> Unit:
+        return Unit(self.key, self.parent_rows)
+
+
+class ChildOfFact(TableGenerator):
+    """A table generated per unit of a parent fact, from the parent's rows of that unit.
+
+    Subclasses set ``name``, ``parent`` (the parent fact's table name) and optionally ``needs`` (dimensions the
+    child itself reads; the parent's own ``needs`` are added, because the parent's rows are re-derived with
+    them), and implement ``generate_child``. For each unit the parent's generator re-derives exactly the
+    rows it writes for that unit (its ``generate_unit``, seeded by the parent's streams), and
+    ``generate_child`` turns them into the child's rows, drawing from the child's own streams
+    (``self.streams(ctx, unit)``: same unit key, the child's table name). So no large fact is ever a side
+    input, a child row depends only on the seed, the scale and its parent's unit, and a child unit is
+    generated wherever its work item lands.
+
+    Planning counts the child's rows per unit the same way, once per context (``count_child``, by default
+    the length of ``generate_child``'s output): as costly as generating the parent once on one core.
+    """
+
+    parent: ClassVar[str]
+    own_needs: ClassVar[tuple[str, ...]] = ()
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        declared = cls.__dict__.get("needs")
+        if declared is not None and not isinstance(declared, property):
+            # What a subclass declares is what it reads itself; the ``needs`` property adds the parent's.
+            cls.own_needs = tuple(declared)
+            delattr(cls, "needs")
+
+    @cached_property
+    def parent_generator(self) -> TableGenerator:
+        from fmcg_beam.generators import GENERATORS  # the registry, plugins included
+
+        return GENERATORS[self.parent]
+
+    @property
+    def needs(self) -> tuple[str, ...]:  # type: ignore[override]
+        return tuple(dict.fromkeys((*self.parent_generator.needs, *self.own_needs)))
+
+    # ------------------------------------------------------------------ what a child implements
+
+    def generate_child(self, ctx: Context, unit: ChildUnit, parent: TableView,
+                       lookups: Lookups | None) -> dict[str, object]:
+        """The child's columns for one unit, given the parent's rows of that unit (``parent.col(name)``)."""
+        raise NotImplementedError
+
+    def count_child(self, ctx: Context, unit: ChildUnit, parent: TableView, lookups: Lookups | None) -> int:
+        """The child's rows in one unit (``unit.rows`` is not known yet: 0); override it if counting is cheaper
+        than generating. It must equal the length of ``generate_child``'s columns for the same unit."""
+        cols = self.generate_child(ctx, unit, parent, lookups)
+        return len(next(iter(cols.values()))) if cols else 0
+
+    # ------------------------------------------------------------------ the generator contract
+
+    def parent_rows(self, ctx: Context, unit: Unit, lookups: Lookups | None) -> TableView:
+        """The parent's rows of ``unit``, re-derived by the parent's generator exactly as the parent writes them."""
+        gen = self.parent_generator
+        parent_unit = unit.parent_unit if isinstance(unit, ChildUnit) else unit
+        if parent_unit.rows == 0:
+            return TableView(columns.empty_batch(gen.tdef))
+        return TableView(gen.generate(ctx, [parent_unit], lookups if gen.needs else None))
+
+    def units(self, ctx: Context, lookups: Lookups | None = None) -> list[ChildUnit]:
+        # Counted once per context: the counts depend only on the context (dimensions are derived from it).
+        planned: dict[Context, list[ChildUnit]] = self.__dict__.setdefault("_planned", {})
+        if ctx not in planned:
+            units = []
+            for pu in self.parent_generator.units(ctx, lookups):
+                unit = ChildUnit(pu.key, 0, pu.rows)
+                rows = self.count_child(ctx, unit, self.parent_rows(ctx, pu, lookups), lookups) if pu.rows else 0
+                units.append(ChildUnit(pu.key, rows, pu.rows))
+            planned[ctx] = units
+        return list(planned[ctx])
+
+    def generate_unit(self, ctx: Context, unit: Unit, lookups: Lookups | None) -> dict[str, object]:
+        if not isinstance(unit, ChildUnit):
+            raise TypeError(f"{self.name}: generate the units of {self.name}.units(), which carry the parent's rows")
+        return self.generate_child(ctx, unit, self.parent_rows(ctx, unit, lookups), lookups)
+
+    def shards(self, units: Sequence[Unit], rows_per_shard: int) -> list[Shard]:
+        """Work items weighed by the parent rows they re-derive, the bulk of a child's work."""
+        return group_shards(self.name, units, rows_per_shard,
+                            work=lambda u: max(u.rows, getattr(u, "parent_rows", 0)))

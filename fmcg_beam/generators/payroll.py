@@ -9,13 +9,13 @@ employee_id``.
 Pay is built in centavos from period-independent attributes only (starting
 salary, hire and termination dates, job):
 
-* ``base_salary``: ``salary_at`` on the last day employed in the month,
+* ``base_salary``: ``domain.salary_on`` the last day employed in the month,
   prorated by calendar days employed / days in the month;
-* ``allowances``: rice, transport and communication allowances by job level,
-  prorated the same way (non-taxable);
-* ``overtime``: non-managerial jobs only, hours from the unit's random
-  generator (many months have none), at 125% of the hourly rate
-  (monthly rate x 12 / 261 / 8);
+* ``allowances``: rice, transport and communication allowances by job level
+  (``job_levels`` in ``org.json``), prorated the same way (non-taxable);
+* ``overtime``: non-managerial jobs only, in months drawn with the chance of
+  the job's work type (``work_types`` in ``org.json``), hours from the unit's
+  streams, at 125% of the hourly rate (monthly rate x 12 / 261 / 8);
 * ``bonuses``: 13th-month pay (the monthly rate x days employed in the year /
   days in the year) in December or in the final month of a leaver, plus a
   quarterly performance bonus for some managerial staff (tax-exempt);
@@ -35,30 +35,25 @@ from functools import lru_cache
 
 import numpy as np
 
-from fmcg_beam import timeline
-from fmcg_beam.columns import NULL
-from fmcg_beam.generators.base import KEY_DAY_FACTOR, Context, Lookups, TableGenerator, Unit, day_key
-from fmcg_beam.generators.inventory import month_ends
-from fmcg_beam.generators.members import job_table, salary_at
+from fmcg_beam import reference, timeline
+from fmcg_beam.domain import (
+    Context,
+    Unit,
+    block_rows,
+    fact_keys,
+    happened_by,
+    job_table,
+    live_during,
+    monthly_units,
+    salary_on,
+    stamp_us,
+)
+from fmcg_beam.generators.base import Lookups, TableGenerator
+from fmcg_beam.randomness import Streams
 
 EMPLOYEE_BLOCK = 1024
-US_PER_DAY = 86_400_000_000
-US_PER_HOUR = 3_600_000_000
+PAYROLL_HOUR = 18  # payroll is posted at 18:00 on the pay date
 PESO = 100  # centavos
-
-# Monthly allowances in pesos by job level: (rice, transport, communication).
-ALLOWANCES = {
-    "Entry": (2000, 1000, 500),
-    "Staff": (2000, 1500, 800),
-    "Senior": (2000, 2500, 1500),
-    "Supervisor": (2000, 3000, 1500),
-    "Manager": (2000, 5000, 2500),
-    "Senior Manager": (2000, 8000, 3000),
-    "Director": (2000, 12000, 4000),
-    "Executive": (2000, 20000, 5000),
-}
-# Chance of any overtime in a month, by work type (non-managerial jobs only).
-OVERTIME_CHANCE = {"Plant": 0.6, "Warehouse": 0.6, "Field": 0.35, "Office": 0.25, "Hybrid": 0.2}
 OVERTIME_PREMIUM = 1.25
 WORK_DAYS_PER_YEAR = 261  # the divisor for monthly-paid staff on a five-day week
 PERFORMANCE_BONUS_CHANCE = 0.6
@@ -142,20 +137,27 @@ def withholding_tax(taxable: np.ndarray, day: int) -> np.ndarray:
 
 @lru_cache(maxsize=None)
 def _job_arrays() -> dict[str, np.ndarray]:
-    """Indexed by job_id (slot 0 unused)."""
+    """Allowances (centavos a month), managerial flag and overtime chance, by job_id (slot 0 unused).
+
+    Allowances by job level and the chance of overtime by work type are in ``org.json``.
+    """
     jobs = job_table()
+    org = reference.org()
     allow = np.zeros(len(jobs) + 1, dtype=np.int64)
     ot = np.zeros(len(jobs) + 1)
     mgr = np.zeros(len(jobs) + 1, dtype=bool)
     for i, j in enumerate(jobs, start=1):
-        allow[i] = sum(ALLOWANCES[j["job_level"]]) * PESO
+        level = org["job_levels"][j["job_level"]]
+        allow[i] = (level["rice"] + level["transport"] + level["communication"]) * PESO
         mgr[i] = bool(j["is_managerial"])
-        ot[i] = 0.0 if mgr[i] else OVERTIME_CHANCE[j["work_type"]]
+        ot[i] = 0.0 if mgr[i] else org["work_types"][j["work_type"]]["overtime_chance"]
     return {"allowance": allow, "managerial": mgr, "overtime_chance": ot}
 
 
-class _Members:
-    def __init__(self, lk: Lookups):
+class PayrollInputs:
+    """The employee arrays payroll reads, prepared once per lookups and context."""
+
+    def __init__(self, ctx: Context, lk: Lookups):
         e = lk["dim_employees"]
         self.e_id = e.col("employee_id")
         self.dept = e.col("department_id")
@@ -166,114 +168,116 @@ class _Members:
 
     def employed_rows(self, block: int, first: int, last: int) -> np.ndarray:
         """Rows of the employees in ``block`` employed on at least one day of ``first..last``."""
-        lo, hi = block * EMPLOYEE_BLOCK + 1, (block + 1) * EMPLOYEE_BLOCK
-        employed = (self.hire <= last) & ((self.term == NULL) | (self.term > first))
-        sel = (self.e_id >= lo) & (self.e_id <= hi) & employed
-        return np.flatnonzero(sel)
+        rows = block_rows(self.e_id, block, EMPLOYEE_BLOCK)
+        return rows[live_during(self.hire[rows], self.term[rows], first, last)]
+
+
+class _Month:
+    """The pay month of a unit and, per employee row, the days employed in it."""
+
+    def __init__(self, m: PayrollInputs, day: int, rows: np.ndarray):
+        self.day = day
+        self.first = int(timeline.month_start(np.int64(day)))
+        self.year, self.month, _ = (int(x) for x in timeline.civil(np.int64(day)))
+        self.hire, term = m.hire[rows], m.term[rows]
+        self.leaves = happened_by(term, day + 1)  # the last month of employment: the last day employed is in it
+        start = np.maximum(self.hire, self.first)
+        self.last = np.where(self.leaves, term - 1, day)  # last day employed in the month
+        self.share = (self.last - start + 1) / (day - self.first + 1)  # calendar days employed / days in month
+        self.days_worked = np.busday_count(start.astype("datetime64[D]"),
+                                           (self.last + 1).astype("datetime64[D]")).astype(np.int64)
+        self.full_days = int(np.busday_count(np.datetime64(self.first, "D"), np.datetime64(day + 1, "D")))
+
+
+def _overtime(streams: Streams, pm: _Month, job: np.ndarray, rate: np.ndarray) -> np.ndarray:
+    """A few hours in some months for rank-and-file staff, in half hours, at the overtime premium."""
+    n = len(job)
+    u_hours = streams["overtime.hours"].random(n)
+    hours = np.clip(-np.log1p(-u_hours) * 10.0 + 1.0, 1.0, 60.0) * (pm.days_worked / pm.full_days)
+    hours = np.round(hours * 2) / 2
+    has_ot = streams["overtime"].random(n) < _job_arrays()["overtime_chance"][job]
+    hourly = rate * 12.0 / WORK_DAYS_PER_YEAR / 8.0
+    return np.where(has_ot, np.round(hourly * OVERTIME_PREMIUM * hours), 0).astype(np.int64)
+
+
+def _bonuses(streams: Streams, pm: _Month, job: np.ndarray, rate: np.ndarray) -> np.ndarray:
+    """13th-month pay in December or in a leaver's final month; a performance bonus at quarter ends."""
+    n = len(job)
+    jan1 = _day(pm.year, 1, 1)
+    year_days = _day(pm.year + 1, 1, 1) - jan1
+    in_year = pm.last - np.maximum(pm.hire, jan1) + 1
+    thirteenth = (pm.month == 12) | pm.leaves
+    bonuses = np.where(thirteenth, np.round(rate * in_year / year_days), 0).astype(np.int64)
+    if pm.month % 3 == 0:
+        gets = _job_arrays()["managerial"][job] & ~pm.leaves & (streams["bonuses"].random(n) < PERFORMANCE_BONUS_CHANCE)
+        size = np.round(rate * (0.10 + 0.40 * streams["bonuses.size"].random(n)) / (1000 * PESO)) * (1000 * PESO)
+        bonuses += np.where(gets, size, 0).astype(np.int64)
+    return bonuses
+
+
+def _contributions(day: int, base: np.ndarray, earnings: np.ndarray) -> dict[str, np.ndarray]:
+    """Employee and employer SSS, PhilHealth and Pag-IBIG shares and the withholding tax on ``day``."""
+    ee_rate, er_rate, msc_floor, msc_cap = sss_rates(day)
+    msc = monthly_salary_credit(earnings, msc_floor, msc_cap)
+    ph_rate, ph_floor, ph_ceiling = philhealth_rates(day)
+    ph_ee = np.round(np.clip(base, ph_floor * PESO, ph_ceiling * PESO) * ph_rate / 2).astype(np.int64)
+    fund_salary = np.minimum(earnings, pagibig_cap(day) * PESO)
+    low = earnings <= PAGIBIG_LOW_LIMIT * PESO
+    out = {
+        "sss_contribution": np.round(msc * ee_rate).astype(np.int64),
+        "philhealth_contribution": ph_ee,
+        "pagibig_contribution": np.round(fund_salary * np.where(low, PAGIBIG_LOW_RATE, PAGIBIG_RATE)).astype(np.int64),
+    }
+    employer = np.round(msc * er_rate).astype(np.int64) + ph_ee + np.round(fund_salary * PAGIBIG_RATE).astype(np.int64)
+    deductions = out["sss_contribution"] + ph_ee + out["pagibig_contribution"]
+    out["tax_withheld"] = withholding_tax(earnings - deductions, day)
+    out["employer_contributions"] = employer
+    return out
 
 
 class PayrollGenerator(TableGenerator):
     name = "fact_employees"
     needs = ("dim_employees",)
-
-    @staticmethod
-    def members(lk: Lookups) -> _Members:
-        return lk.derive("payroll", lambda: _Members(lk))
+    Inputs = PayrollInputs
 
     def units(self, ctx: Context, lookups: Lookups | None = None) -> list[Unit]:
-        m = self.members(lookups)
-        blocks = int(m.e_id.max()) // EMPLOYEE_BLOCK + 1 if len(m.e_id) else 0
-        units = []
-        for day in month_ends(ctx).tolist():
-            first = int(timeline.month_start(np.int64(day)))
-            for b in range(blocks):
-                rows = len(m.employed_rows(b, first, day))
-                if rows:
-                    units.append(Unit((day, b), rows))
-        return units
+        m: PayrollInputs = self.inputs(ctx, lookups)
+
+        def employed(day: int, block: int) -> int:
+            return len(m.employed_rows(block, int(timeline.month_start(np.int64(day))), day))
+
+        return monthly_units(ctx, m.e_id, EMPLOYEE_BLOCK, employed)
 
     def generate_unit(self, ctx: Context, unit: Unit, lookups: Lookups | None) -> dict[str, object]:
-        m = self.members(lookups)
+        m: PayrollInputs = self.inputs(ctx, lookups)
         day, block = unit.key
-        first = int(timeline.month_start(np.int64(day)))
-        rows = m.employed_rows(block, first, day)
+        rows = m.employed_rows(block, int(timeline.month_start(np.int64(day))), day)
         n = len(rows)
-        if n != unit.rows:
-            raise AssertionError(f"{self.name}: unit {unit.key} has {n} rows, planned {unit.rows}")
-        rng = self.rng(ctx, unit)
-        u_ot, u_hours, u_bonus, u_bonus_size = (rng.random(n) for _ in range(4))
-        ja = _job_arrays()
-        year, month, _ = (int(x) for x in timeline.civil(np.int64(day)))
-        month_days = day - first + 1
-
-        hire, term, job = m.hire[rows], m.term[rows], m.job[rows]
-        leaves = (term != NULL) & (term - 1 <= day)  # the last month of employment
-        start = np.maximum(hire, first)
-        last = np.where(leaves, term - 1, day)
-        calendar_days = last - start + 1
-        days_worked = np.busday_count(start.astype("datetime64[D]"), (last + 1).astype("datetime64[D]"))
-        days_worked = days_worked.astype(np.int64)
-        full_days = np.busday_count(np.datetime64(first, "D"), np.datetime64(day + 1, "D"))
-        share = calendar_days / month_days
-
-        rate = salary_at(m.start_salary[rows], hire, last)  # the monthly rate, centavos
-        base = np.round(rate * share).astype(np.int64)
-        allowances = np.round(ja["allowance"][job] * share).astype(np.int64)
-
-        # Overtime: a few hours in some months for rank-and-file staff, in half hours.
-        hours = np.round(np.clip(-np.log1p(-u_hours) * 10.0 + 1.0, 1.0, 60.0) * (days_worked / full_days) * 2) / 2
-        has_ot = u_ot < ja["overtime_chance"][job]
-        hourly = rate * 12.0 / WORK_DAYS_PER_YEAR / 8.0
-        overtime = np.where(has_ot, np.round(hourly * OVERTIME_PREMIUM * hours), 0).astype(np.int64)
-
-        # 13th-month pay in December or in a leaver's final month; performance bonus at quarter ends.
-        bonuses = np.zeros(n, dtype=np.int64)
-        jan1 = _day(year, 1, 1)
-        year_days = _day(year + 1, 1, 1) - jan1
-        thirteenth = (month == 12) | leaves
-        in_year = last - np.maximum(hire, jan1) + 1
-        bonuses += np.where(thirteenth, np.round(rate * in_year / year_days), 0).astype(np.int64)
-        if month % 3 == 0:
-            gets = ja["managerial"][job] & ~leaves & (u_bonus < PERFORMANCE_BONUS_CHANCE)
-            size = np.round(rate * (0.10 + 0.40 * u_bonus_size) / (1000 * PESO)) * (1000 * PESO)
-            bonuses += np.where(gets, size, 0).astype(np.int64)
-
-        # Statutory contributions on the payroll date.
-        earnings = base + overtime
-        ee_rate, er_rate, msc_floor, msc_cap = sss_rates(day)
-        msc = monthly_salary_credit(earnings, msc_floor, msc_cap)
-        sss_ee = np.round(msc * ee_rate).astype(np.int64)
-        sss_er = np.round(msc * er_rate).astype(np.int64)
-        ph_rate, ph_floor, ph_ceiling = philhealth_rates(day)
-        ph_base = np.clip(base, ph_floor * PESO, ph_ceiling * PESO)
-        ph_ee = np.round(ph_base * ph_rate / 2).astype(np.int64)
-        ph_er = ph_ee
-        fund_salary = np.minimum(earnings, pagibig_cap(day) * PESO)
-        pi_ee = np.round(fund_salary * np.where(earnings <= PAGIBIG_LOW_LIMIT * PESO, PAGIBIG_LOW_RATE,
-                                                PAGIBIG_RATE)).astype(np.int64)
-        pi_er = np.round(fund_salary * PAGIBIG_RATE).astype(np.int64)
-        tax = withholding_tax(earnings - sss_ee - ph_ee - pi_ee, day)
-
+        streams = self.streams(ctx, unit)
+        pm = _Month(m, day, rows)
+        job = m.job[rows]
+        rate = salary_on(m.start_salary[rows], pm.hire, pm.last)  # the monthly rate, centavos
+        base = np.round(rate * pm.share).astype(np.int64)
+        allowances = np.round(_job_arrays()["allowance"][job] * pm.share).astype(np.int64)
+        overtime = _overtime(streams, pm, job, rate)
+        bonuses = _bonuses(streams, pm, job, rate)
+        c = _contributions(day, base, base + overtime)
         gross = base + allowances + bonuses + overtime
-        employer = sss_er + ph_er + pi_er
+        deductions = c["sss_contribution"] + c["philhealth_contribution"] + c["pagibig_contribution"]
         return {
-            "payroll_id": day_key(np.int64(day)) * KEY_DAY_FACTOR + m.e_id[rows],
+            "payroll_id": fact_keys(day, m.e_id[rows]),
             "date": np.full(n, day, dtype=np.int64),
             "employee_id": m.e_id[rows],
             "department_id": m.dept[rows],
             "job_id": job,
-            "days_worked": days_worked,
+            "days_worked": pm.days_worked,
             "base_salary": base,
             "allowances": allowances,
             "bonuses": bonuses,
             "overtime": overtime,
             "gross_compensation": gross,
-            "sss_contribution": sss_ee,
-            "philhealth_contribution": ph_ee,
-            "pagibig_contribution": pi_ee,
-            "tax_withheld": tax,
-            "net_compensation": gross - sss_ee - ph_ee - pi_ee - tax,
-            "employer_contributions": employer,
-            "total_compensation": gross + employer,
-            "created_at": np.full(n, day * US_PER_DAY + 18 * US_PER_HOUR, dtype=np.int64),
+            **c,
+            "net_compensation": gross - deductions - c["tax_withheld"],
+            "total_compensation": gross + c["employer_contributions"],
+            "created_at": np.full(n, stamp_us(day, PAYROLL_HOUR), dtype=np.int64),
         }

@@ -9,65 +9,57 @@ each of the 17 regions first, then the rest by 2020 census population.
 
 from __future__ import annotations
 
+from typing import Mapping, Sequence
+
 import numpy as np
 
 from fmcg_beam import reference, timeline
+from fmcg_beam.domain import department_ids, pesos, selected_places, stamp_us, subcategory_table
 from fmcg_beam.generators.base import Context, ReferenceDimension
 
-US_PER_DAY = 86_400_000_000
 # Reference rows were set up when the company's records start.
-REFERENCE_CREATED_US = timeline.day_number(timeline.LIFECYCLE_START) * US_PER_DAY
+REFERENCE_CREATED_US = int(stamp_us(timeline.day_number(timeline.LIFECYCLE_START), 0))
 
 
-def _const(n: int, value: int) -> np.ndarray:
-    return np.full(n, value, dtype=np.int64)
+STR, INT, BOOL, PESOS = "str", "int", "bool", "pesos"  # how a reference field becomes a column
 
 
-def _stamps(n: int) -> dict[str, np.ndarray]:
-    return {"created_at": _const(n, REFERENCE_CREATED_US), "updated_at": _const(n, REFERENCE_CREATED_US)}
+def _column(records: Sequence[Mapping], get, kind: str) -> np.ndarray:
+    values = [get(r) if callable(get) else r[get] for r in records]
+    if kind == PESOS:
+        return pesos(values)
+    return np.array(values, dtype={STR: object, INT: np.int64, BOOL: bool}[kind])
 
 
-def _pesos(values) -> np.ndarray:
-    return np.round(np.asarray(values, dtype=np.float64) * 100).astype(np.int64)
+def _records(id_column: str, records: Sequence[Mapping], columns: dict[str, tuple]) -> dict[str, np.ndarray]:
+    """A dimension of one row per record: ids 1..n, then ``column: (field or function of a record, kind)``."""
+    n = len(records)
+    out = {id_column: np.arange(1, n + 1, dtype=np.int64)}
+    out.update({name: _column(records, get, kind) for name, (get, kind) in columns.items()})
+    out["created_at"] = out["updated_at"] = np.full(n, REFERENCE_CREATED_US, dtype=np.int64)
+    return out
 
 
 class CategoriesGenerator(ReferenceDimension):
     name = "dim_categories"
 
     def rows(self, ctx: Context) -> dict[str, object]:
-        cats = reference.catalog()["categories"]
-        n = len(cats)
-        return {
-            "category_id": np.arange(1, n + 1, dtype=np.int64),
-            "category_name": np.array([c["name"] for c in cats], dtype=object),
-            "is_excise_taxed": np.array([bool(c.get("excise_sweetened")) for c in cats]),
-            **_stamps(n),
-        }
-
-
-def subcategory_table() -> list[dict]:
-    """Subcategories in id order, each with its category id."""
-    out = []
-    for ci, cat in enumerate(reference.catalog()["categories"], start=1):
-        for sub in cat["subcategories"]:
-            out.append(dict(sub, category_id=ci, sweetened=bool(cat.get("excise_sweetened"))))
-    return out
+        return _records("category_id", reference.catalog()["categories"], {
+            "category_name": ("name", STR),
+            "is_excise_taxed": ("excise_sweetened", BOOL),
+        })
 
 
 class SubcategoriesGenerator(ReferenceDimension):
     name = "dim_subcategories"
 
     def rows(self, ctx: Context) -> dict[str, object]:
-        subs = subcategory_table()
-        n = len(subs)
-        return {
-            "subcategory_id": np.arange(1, n + 1, dtype=np.int64),
-            "subcategory_name": np.array([s["name"] for s in subs], dtype=object),
-            "category_id": np.array([s["category_id"] for s in subs], dtype=np.int64),
-            "price_min": _pesos([s["price_min"] for s in subs]),
-            "price_max": _pesos([s["price_max"] for s in subs]),
-            **_stamps(n),
-        }
+        return _records("subcategory_id", subcategory_table(), {
+            "subcategory_name": ("name", STR),
+            "category_id": ("category_id", INT),
+            "price_min": ("price_min", PESOS),
+            "price_max": ("price_max", PESOS),
+        })
 
 
 class BrandsGenerator(ReferenceDimension):
@@ -75,139 +67,82 @@ class BrandsGenerator(ReferenceDimension):
 
     def rows(self, ctx: Context) -> dict[str, object]:
         cats = {c["name"]: i for i, c in enumerate(reference.catalog()["categories"], start=1)}
-        brands = reference.catalog()["brands"]
-        n = len(brands)
-        return {
-            "brand_id": np.arange(1, n + 1, dtype=np.int64),
-            "brand_name": np.array([b["name"] for b in brands], dtype=object),
-            "category_id": np.array([cats[b["category"]] for b in brands], dtype=np.int64),
-            **_stamps(n),
-        }
+        return _records("brand_id", reference.catalog()["brands"], {
+            "brand_name": ("name", STR),
+            "category_id": (lambda b: cats[b["category"]], INT),
+        })
 
 
 class DepartmentsGenerator(ReferenceDimension):
     name = "dim_departments"
 
     def rows(self, ctx: Context) -> dict[str, object]:
-        deps = reference.org()["departments"]
-        n = len(deps)
-        return {
-            "department_id": np.arange(1, n + 1, dtype=np.int64),
-            "department_name": np.array([d["name"] for d in deps], dtype=object),
-            "cost_center": np.array([d["cost_center"] for d in deps], dtype=object),
-            # Budgets follow company size: the curated figure is the scale-1 company's.
-            "budget": np.round(_pesos([d["budget"] for d in deps]) * ctx.scale).astype(np.int64),
-            "description": np.array([d.get("description") for d in deps], dtype=object),
-            **_stamps(n),
-        }
-
-
-def department_ids() -> dict[str, int]:
-    return {d["name"]: i for i, d in enumerate(reference.org()["departments"], start=1)}
+        out = _records("department_id", reference.org()["departments"], {
+            "department_name": ("name", STR),
+            "cost_center": ("cost_center", STR),
+            "budget": ("budget", PESOS),
+            "description": (lambda d: d.get("description"), STR),
+        })
+        # Budgets follow company size: the curated figure is the scale-1 company's.
+        out["budget"] = np.round(out["budget"] * ctx.scale).astype(np.int64)
+        return out
 
 
 class JobsGenerator(ReferenceDimension):
     name = "dim_jobs"
 
     def rows(self, ctx: Context) -> dict[str, object]:
-        jobs = reference.org()["jobs"]
         deps = department_ids()
-        n = len(jobs)
-
-        def col(key, dtype=object):
-            return np.array([j[key] for j in jobs], dtype=dtype)
-
-        return {
-            "job_id": np.arange(1, n + 1, dtype=np.int64),
-            "job_title": col("job_title"),
-            "job_level": col("job_level"),
-            "job_category": col("job_category"),
-            "min_salary": _pesos(col("min_salary", np.float64)),
-            "max_salary": _pesos(col("max_salary", np.float64)),
-            "department_id": np.array([deps[j["department"]] for j in jobs], dtype=np.int64),
-            "work_type": col("work_type"),
-            "is_managerial": col("is_managerial", bool),
-            "years_experience_required": col("years_experience_required", np.int64),
-            "education_required": col("education_required"),
-            "skills_required": col("skills_required"),
-            "job_family": col("job_family"),
-            "reporting_level": col("reporting_level", np.int64),
-            "description": np.array([j.get("description") for j in jobs], dtype=object),
-            "can_sell": col("can_sell", bool),
-            **_stamps(n),
-        }
+        text = ("job_title", "job_level", "job_category", "work_type", "education_required", "skills_required",
+                "job_family")
+        return _records("job_id", reference.org()["jobs"], {
+            **{k: (k, STR) for k in text},
+            "min_salary": ("min_salary", PESOS),
+            "max_salary": ("max_salary", PESOS),
+            "department_id": (lambda j: deps[j["department"]], INT),
+            "is_managerial": ("is_managerial", BOOL),
+            "years_experience_required": ("years_experience_required", INT),
+            "reporting_level": ("reporting_level", INT),
+            "description": (lambda j: j.get("description"), STR),
+            "can_sell": ("can_sell", BOOL),
+        })
 
 
 class BanksGenerator(ReferenceDimension):
     name = "dim_banks"
 
     def rows(self, ctx: Context) -> dict[str, object]:
-        banks = reference.finance()["banks"]
-        n = len(banks)
-        return {
-            "bank_id": np.arange(1, n + 1, dtype=np.int64),
-            "bank_name": np.array([b["bank_name"] for b in banks], dtype=object),
-            "bank_code": np.array([b["bank_code"] for b in banks], dtype=object),
+        return _records("bank_id", reference.finance()["banks"], {
+            "bank_name": ("bank_name", STR),
+            "bank_code": ("bank_code", STR),
             # The account type payroll is credited to; the first the bank offers.
-            "account_type": np.array([(b.get("account_types") or [None])[0] for b in banks], dtype=object),
-            **_stamps(n),
-        }
+            "account_type": (lambda b: (b.get("account_types") or [None])[0], STR),
+        })
 
 
 class InsuranceGenerator(ReferenceDimension):
     name = "dim_insurance"
 
     def rows(self, ctx: Context) -> dict[str, object]:
-        ins = reference.finance()["insurance"]
-        n = len(ins)
-        return {
-            "insurance_id": np.arange(1, n + 1, dtype=np.int64),
-            "insurance_name": np.array([i["insurance_name"] for i in ins], dtype=object),
-            "policy_type": np.array([i["policy_type"] for i in ins], dtype=object),
-            "coverage_amount": _pesos([i["coverage_amount"] for i in ins]),
-            "premium_amount": _pesos([i["premium_amount"] for i in ins]),
-            **_stamps(n),
-        }
-
-
-def location_count(ctx: Context) -> int:
-    return min(len(reference.places()), ctx.member_count(100, 17))
-
-
-def selected_places(ctx: Context) -> list[dict]:
-    """The places that are locations at this scale, in location_id order."""
-    places = reference.places()  # sorted by population, largest first
-    hq = reference.org()["company"]["hq_city"]
-    chosen: list[int] = [i for i, p in enumerate(places) if p["city"] == hq][:1]
-    seen_regions = {places[i]["region"] for i in chosen}
-    for i, p in enumerate(places):
-        if p["region"] not in seen_regions:
-            chosen.append(i)
-            seen_regions.add(p["region"])
-    for i in range(len(places)):
-        if i not in chosen:
-            chosen.append(i)
-    chosen = chosen[: location_count(ctx)]
-    chosen.sort(key=lambda i: (-places[i]["population"], i))
-    return [places[i] for i in chosen]
+        return _records("insurance_id", reference.finance()["insurance"], {
+            "insurance_name": ("insurance_name", STR),
+            "policy_type": ("policy_type", STR),
+            "coverage_amount": ("coverage_amount", PESOS),
+            "premium_amount": ("premium_amount", PESOS),
+        })
 
 
 class LocationsGenerator(ReferenceDimension):
     name = "dim_locations"
 
     def rows(self, ctx: Context) -> dict[str, object]:
-        locs = selected_places(ctx)
-        n = len(locs)
-        return {
-            "location_id": np.arange(1, n + 1, dtype=np.int64),
-            "region": np.array([p["region"] for p in locs], dtype=object),
-            "province": np.array([p["province"] for p in locs], dtype=object),
-            "city": np.array([p["city"] for p in locs], dtype=object),
-            "city_type": np.array([p["psgc_type"] for p in locs], dtype=object),
-            "island_group": np.array([reference.ISLAND_GROUP[p["region"]] for p in locs], dtype=object),
-            "population": np.array([p["population"] for p in locs], dtype=np.int64),
-            **_stamps(n),
-        }
+        islands = reference.regions()["island_groups"]
+        return _records("location_id", selected_places(ctx), {
+            **{k: (k, STR) for k in ("region", "province", "city")},
+            "city_type": ("psgc_type", STR),
+            "island_group": (lambda p: islands[p["region"]], STR),
+            "population": ("population", INT),
+        })
 
 
 def holiday_names(days: np.ndarray) -> np.ndarray:

@@ -8,186 +8,196 @@ Every line is consistent by construction: the product, the retailer and the
 seller are drawn only from members live on the sale date (launched and not
 discontinued, registered and not deactivated, hired and not terminated, and
 the seller's job books orders); a seller in the retailer's region is
-preferred. About 30% of lines are tied to a campaign active that day, and
+preferred. Retailers are drawn by their type's order frequency and products by
+their appeal. About 30% of lines are tied to a campaign running that day, and
 then the product is one of the campaign brand's, with a 5-15% discount.
 Prices follow the product's launch price through the price index, and
-``total_amount = quantity * unit_price - discount_amount`` exactly.
+``total_amount = quantity * unit_price - discount_amount`` exactly. Order
+sizes, commissions, lead times and delivery outcomes follow ``retail.json``.
 """
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 
-from fmcg_beam import columns, timeline
+from fmcg_beam import columns, reference, timeline
 from fmcg_beam.columns import NULL
-from fmcg_beam.generators.base import FACT_BLOCK, KEY_DAY_FACTOR, Context, Lookups, TableGenerator, Unit, day_key
-from fmcg_beam.generators.members import (
+from fmcg_beam.domain import (
+    Context,
+    Unit,
     can_sell_by_job,
-    product_price,
+    fact_keys,
+    live_during,
+    price_on,
+    product_appeal,
     retailer_type_index,
     retailer_types,
+    running_on,
+    stamp_us,
     sweetened_by_category,
 )
-from fmcg_beam.randomness import hash_uniform, stochastic_round, weighted_choice
+from fmcg_beam.generators.base import DailyFactGenerator, Lookups
+from fmcg_beam.randomness import Streams, hash_uniform, stochastic_round, weighted_choice
 
 SALES_PER_DAY = 456.2
 CAMPAIGN_SHARE = 0.30
-US_PER_DAY = 86_400_000_000
-DELIVERY_STATUSES = columns.pool(["Delivered", "Delayed", "Cancelled", "Returned"])
+CAMPAIGN_DISCOUNT_MIN, CAMPAIGN_DISCOUNT_MAX = 0.05, 0.15
+LOAD_HOUR = 1  # lines reach the warehouse in the nightly load after the order day
 
 
-def rows_per_day(ctx: Context, days: np.ndarray) -> np.ndarray:
-    expected = SALES_PER_DAY * ctx.scale * timeline.demand_weight(days)
-    return stochastic_round(expected, hash_uniform(ctx.seed, "fact_sales/rows", days))
+@lru_cache(maxsize=None)
+def _delivery() -> dict[str, object]:
+    """Delivery statuses as a string pool with cumulative shares, and the indices the rules name."""
+    statuses = reference.retail()["delivery_statuses"]
+    names = [s["name"] for s in statuses]
+    delayed = statuses[names.index("Delayed")]
+    return {"pool": columns.pool(names), "cum": np.cumsum([s["share"] for s in statuses]),
+            "delayed": names.index("Delayed"), "cancelled": names.index("Cancelled"),
+            "extra_days": (delayed["extra_days_min"], delayed["extra_days_max"])}
 
 
-def fact_units(days: np.ndarray, counts: np.ndarray, block: int = FACT_BLOCK) -> list[Unit]:
-    """(day, block) units holding ``counts[i]`` rows for ``days[i]``."""
-    units = []
-    for day, n in zip(days.tolist(), counts.tolist()):
-        for b in range((n + block - 1) // block):
-            units.append(Unit((day, b), min(block, n - b * block)))
-    return units
+def _campaign_tie_share(start: np.ndarray, last: np.ndarray) -> float:
+    """The chance a line is tied to a running campaign that makes ``CAMPAIGN_SHARE`` of all lines promoted,
+    given how many days of the campaign calendar (a dimension fact) have one running."""
+    span = timeline.days_between(timeline.PERIOD_MIN, timeline.PERIOD_MAX)
+    running = np.zeros(len(span) + 1, dtype=np.int64)
+    np.add.at(running, np.clip(start - span[0], 0, len(span)), 1)
+    np.add.at(running, np.clip(last - span[0] + 1, 0, len(span)), -1)
+    coverage = float((np.cumsum(running)[:-1] > 0).mean()) if len(start) else 0.0
+    return min(0.9, CAMPAIGN_SHARE / coverage) if coverage else 0.0
 
 
-def live(start: np.ndarray, end: np.ndarray, day: int) -> np.ndarray:
-    return (start <= day) & ((end == NULL) | (end > day))
+class SalesInputs:
+    """The dimension arrays sales read, prepared once per lookups and context."""
 
-
-class _Members:
-    """Per-dimension arrays the sales generator reads, built once per ``Lookups``."""
-
-    def __init__(self, lk: Lookups):
+    def __init__(self, ctx: Context, lk: Lookups):
         p, r, e, c, loc = (lk[n] for n in ("dim_products", "dim_retailers", "dim_employees", "dim_campaigns",
                                             "dim_locations"))
-        self.p_id = p.col("product_id")
-        self.p_launch = p.col("launch_date")
-        self.p_end = p.col("discontinued_date")
-        self.p_price = p.col("launch_price")
-        self.p_brand = p.col("brand_id")
+        self.p_id, self.p_launch, self.p_end = p.col("product_id"), p.col("launch_date"), p.col("discontinued_date")
+        self.p_price, self.p_brand = p.col("launch_price"), p.col("brand_id")
         self.p_sweet = sweetened_by_category()[p.col("category_id")]
-        # Popularity: the brand's share of shelf times a per-product appeal fixed by the product id.
-        self.p_weight = 0.3 + hash_uniform(0, "product-appeal", self.p_id) * 1.7
-        self.r_id = r.col("retailer_id")
-        self.r_start = r.col("registration_date")
+        self.p_appeal = product_appeal(ctx.seed, self.p_id)
+        region = dict(zip(loc.col("location_id").tolist(), loc.col("region")))
+        rindex = {name: i for i, name in enumerate(sorted(set(region.values())))}
+        self.n_regions = len(rindex)
+        self.r_id, self.r_start = r.col("retailer_id"), r.col("registration_date")
         self.r_end = r.col("deactivation_date")
         tindex = retailer_type_index()
         self.r_type = np.array([tindex[t] for t in r.col("retailer_type")], dtype=np.int64)
-        region_of_location = {lid: reg for lid, reg in zip(loc.col("location_id").tolist(), loc.col("region"))}
-        regions = sorted(set(region_of_location.values()))
-        rindex = {name: i for i, name in enumerate(regions)}
-        self.r_region = np.array([rindex[region_of_location[x]] for x in r.col("location_id").tolist()])
-        # Supermarkets and wholesalers order more often than a sari-sari store.
-        freq = np.array([{"Sari-Sari Store": 1.0, "Convenience Store": 2.5, "Pharmacy": 2.0, "Supermarket": 6.0,
-                          "Wholesale": 5.0, "Department Store": 3.0}.get(t["name"], 1.0) for t in retailer_types()])
-        self.r_weight = freq[self.r_type]
-        sells = can_sell_by_job()[e.col("job_id")]
-        self.e_id = e.col("employee_id")[sells]
-        self.e_start = e.col("hire_date")[sells]
-        self.e_end = e.col("termination_date")[sells]
-        self.e_region = np.array([rindex[region_of_location[x]] for x in e.col("location_id")[sells].tolist()])
-        self.c_id = c.col("campaign_id")
-        self.c_start = c.col("start_date")
-        self.c_end = c.col("end_date")
-        self.c_brand = c.col("brand_id")
-        # Lines are tied to a campaign with the probability that makes CAMPAIGN_SHARE of all lines
-        # promoted, given how many days of the campaign calendar (a dimension fact) have one running.
-        span = timeline.days_between(timeline.PERIOD_MIN, timeline.PERIOD_MAX)
-        running = np.zeros(len(span) + 1, dtype=np.int64)
-        lo = np.clip(self.c_start - span[0], 0, len(span))
-        hi = np.clip(self.c_end - span[0] + 1, 0, len(span))
-        np.add.at(running, lo, 1)
-        np.add.at(running, hi, -1)
-        coverage = float((np.cumsum(running)[:-1] > 0).mean()) if len(self.c_id) else 0.0
-        self.tie_share = min(0.9, CAMPAIGN_SHARE / coverage) if coverage else 0.0
+        self.r_region = np.array([rindex[region[x]] for x in r.col("location_id").tolist()], dtype=np.int64)
         types = retailer_types()
-        self.t = {k: np.array([t[k] for t in types], dtype=np.float64) for k in types[0] if
-                  isinstance(types[0][k], (int, float))}
+        self.t = {k: np.array([t[k] for t in types], dtype=np.float64) for k, v in types[0].items()
+                  if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        self.r_weight = self.t["order_frequency"][self.r_type]
+        sells = can_sell_by_job()[e.col("job_id")]
+        self.e_id, self.e_start = e.col("employee_id")[sells], e.col("hire_date")[sells]
+        self.e_end = e.col("termination_date")[sells]
+        self.e_region = np.array([rindex[region[x]] for x in e.col("location_id")[sells].tolist()], dtype=np.int64)
+        self.c_id, self.c_start, self.c_end = c.col("campaign_id"), c.col("start_date"), c.col("end_date")
+        self.c_brand = c.col("brand_id")
+        self.tie_share = _campaign_tie_share(self.c_start, self.c_end)
 
 
-class SalesGenerator(TableGenerator):
+def _products(m: SalesInputs, streams: Streams, day: int, products: np.ndarray,
+              n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(product row, campaign row or -1) of each line, from the live ``products``; campaign lines sell the
+    campaign brand's products."""
+    p = products[weighted_choice(streams["product_id"], m.p_appeal[products], n)]
+    camp = np.full(n, -1, dtype=np.int64)
+    campaigns = np.flatnonzero(running_on(m.c_start, m.c_end, day))
+    if len(campaigns):
+        tied = np.flatnonzero(streams["campaign_id"].random(n) < m.tie_share)
+        chosen = campaigns[streams["campaign_id.choice"].integers(0, len(campaigns), len(tied))]
+        for c in np.unique(chosen):
+            rows = tied[chosen == c]
+            own = products[m.p_brand[products] == m.c_brand[c]]
+            if len(own):  # a campaign whose brand has nothing on sale that day ties no lines
+                p[rows] = own[weighted_choice(streams["product_id.campaign"], m.p_appeal[own], len(rows))]
+                camp[rows] = c
+    return p, camp
+
+
+def _sellers(m: SalesInputs, streams: Streams, sellers: np.ndarray, r: np.ndarray) -> np.ndarray:
+    """The seller of each line: one of the live ``sellers`` in the retailer's region if any, else any of them."""
+    n = len(r)
+    anyone = sellers[(streams["employee_id"].random(n) * len(sellers)).astype(np.int64)]
+    regions = m.e_region[sellers]
+    by_region = sellers[np.argsort(regions, kind="stable")]
+    counts = np.bincount(regions, minlength=m.n_regions)
+    starts = np.cumsum(counts) - counts
+    row_regions = m.r_region[r]
+    k = (streams["employee_id.local"].random(n) * counts[row_regions]).astype(np.int64)
+    local = by_region[np.minimum(starts[row_regions] + k, len(by_region) - 1)]
+    return np.where(counts[row_regions] > 0, local, anyone)
+
+
+def _amounts(m: SalesInputs, streams: Streams, kind: np.ndarray, price: np.ndarray,
+             camp: np.ndarray) -> dict[str, np.ndarray]:
+    """Quantity (a target order value for the retailer type in whole units), discount and commission."""
+    n = len(kind)
+    lo, hi = m.t["order_value_min"][kind], m.t["order_value_max"][kind]
+    target = np.exp(np.log(lo) + streams["quantity"].random(n) * (np.log(hi) - np.log(lo))) * 100
+    qty = np.clip(np.round(target / price), m.t["qty_min"][kind], m.t["qty_max"][kind]).astype(np.int64)
+    gross = qty * price
+    span = CAMPAIGN_DISCOUNT_MAX - CAMPAIGN_DISCOUNT_MIN
+    pct = np.where(camp >= 0, CAMPAIGN_DISCOUNT_MIN + span * streams["discount_amount"].random(n), 0.0)
+    discount = np.round(gross * pct).astype(np.int64)
+    cmin, cmax = m.t["commission_rate_min"][kind], m.t["commission_rate_max"][kind]
+    commission = np.round((cmin + streams["commission_rate"].random(n) * (cmax - cmin)) * 10_000).astype(np.int64)
+    return {"quantity": qty, "unit_price": price, "total_amount": gross - discount, "discount_amount": discount,
+            "commission_rate": commission}
+
+
+def _delivery_of(m: SalesInputs, streams: Streams, day: int, kind: np.ndarray) -> dict[str, object]:
+    """Delivery status and date: the type's lead time, later if delayed, none if cancelled."""
+    rules = _delivery()
+    n = len(kind)
+    dmin, dmax = m.t["delivery_days_min"][kind], m.t["delivery_days_max"][kind]
+    lead = (dmin + streams["delivery_date"].random(n) * (dmax - dmin + 1)).astype(np.int64)
+    cum = rules["cum"]
+    status = np.minimum(np.searchsorted(cum, streams["delivery_status"].random(n) * cum[-1], side="right"),
+                        len(cum) - 1)
+    extra_lo, extra_hi = rules["extra_days"]
+    late = status == rules["delayed"]
+    lead = np.where(late, lead + streams["delivery_date.delay"].integers(extra_lo, extra_hi + 1, n), lead)
+    return {"delivery_date": np.where(status == rules["cancelled"], NULL, day + lead),
+            "delivery_status": columns.take(rules["pool"], status)}
+
+
+class SalesGenerator(DailyFactGenerator):
     name = "fact_sales"
     needs = ("dim_products", "dim_retailers", "dim_employees", "dim_campaigns", "dim_locations")
+    Inputs = SalesInputs
 
-    def units(self, ctx: Context, lookups: Lookups | None = None) -> list[Unit]:
-        days = ctx.days
-        return fact_units(days, rows_per_day(ctx, days))
-
-    @staticmethod
-    def members(lk: Lookups) -> _Members:
-        return lk.derive("sales", lambda: _Members(lk))
+    def rows_per_day(self, ctx: Context, days: np.ndarray) -> np.ndarray:
+        expected = SALES_PER_DAY * ctx.scale * timeline.demand_weight(days)
+        return stochastic_round(expected, hash_uniform(ctx.seed, "fact_sales/rows", days))
 
     def generate_unit(self, ctx: Context, unit: Unit, lookups: Lookups | None) -> dict[str, object]:
-        m = self.members(lookups)
-        day, block = unit.key
-        n = unit.rows
-        rng = self.rng(ctx, unit)
-        pos = block * FACT_BLOCK + np.arange(n, dtype=np.int64)
-
-        retailers = np.flatnonzero(live(m.r_start, m.r_end, day))
-        products = np.flatnonzero(live(m.p_launch, m.p_end, day))
-        sellers = np.flatnonzero(live(m.e_start, m.e_end, day))
-        campaigns = np.flatnonzero((m.c_start <= day) & (m.c_end >= day))
+        m: SalesInputs = self.inputs(ctx, lookups)
+        day, n, pos = unit.key[0], unit.rows, self.positions(unit)
+        streams = self.streams(ctx, unit)
+        retailers = np.flatnonzero(live_during(m.r_start, m.r_end, day))
+        products = np.flatnonzero(live_during(m.p_launch, m.p_end, day))
+        sellers = np.flatnonzero(live_during(m.e_start, m.e_end, day))
         if len(retailers) == 0 or len(products) == 0 or len(sellers) == 0:
             raise AssertionError(f"no live members on day {timeline.from_day_number(day)}: anchors are missing")
-
-        r = retailers[weighted_choice(rng, m.r_weight[retailers], n)]
-        p = products[weighted_choice(rng, m.p_weight[products], n)]
-        camp = np.full(n, -1, dtype=np.int64)
-        if len(campaigns):
-            tied = np.flatnonzero(rng.random(n) < m.tie_share)
-            chosen = campaigns[rng.integers(0, len(campaigns), len(tied))]
-            for c in np.unique(chosen):
-                rows = tied[chosen == c]
-                own = products[m.p_brand[products] == m.c_brand[c]]
-                if len(own):  # a campaign whose brand has nothing on sale that day ties no lines
-                    p[rows] = own[weighted_choice(rng, m.p_weight[own], len(rows))]
-                    camp[rows] = c
-
-        # The seller: someone live in the retailer's region if there is one, else anyone live.
-        e = sellers[rng.integers(0, len(sellers), n)]
-        seller_regions = m.e_region[sellers]
-        row_regions = m.r_region[r]
-        for reg in np.unique(row_regions):
-            local = sellers[seller_regions == reg]
-            if len(local):
-                rows = np.flatnonzero(row_regions == reg)
-                e[rows] = local[rng.integers(0, len(local), len(rows))]
-
+        r = retailers[weighted_choice(streams["retailer_id"], m.r_weight[retailers], n)]
+        p, camp = _products(m, streams, day, products, n)
+        e = _sellers(m, streams, sellers, r)
         kind = m.r_type[r]
-        price = product_price(m.p_price[p], m.p_launch[p], day, m.p_sweet[p])
-        # Order size: a target order value for the retailer type, in whole units within its range.
-        lo, hi = m.t["order_value_min"][kind], m.t["order_value_max"][kind]
-        target = np.exp(np.log(lo) + rng.random(n) * (np.log(hi) - np.log(lo))) * 100
-        qty = np.clip(np.round(target / price), m.t["qty_min"][kind], m.t["qty_max"][kind]).astype(np.int64)
-        gross = qty * price
-        pct = np.where(camp >= 0, 0.05 + 0.10 * rng.random(n), 0.0)
-        discount = np.round(gross * pct).astype(np.int64)
-        cmin, cmax = m.t["commission_rate_min"][kind], m.t["commission_rate_max"][kind]
-        commission = np.round((cmin + rng.random(n) * (cmax - cmin)) * 10_000).astype(np.int64)
-
-        dmin, dmax = m.t["delivery_days_min"][kind], m.t["delivery_days_max"][kind]
-        lead = (dmin + rng.random(n) * (dmax - dmin + 1)).astype(np.int64)
-        u = rng.random(n)
-        status = np.select([u < 0.02, u < 0.03, u < 0.11], [2, 3, 1], 0)
-        lead = np.where(status == 1, lead + rng.integers(1, 6, n), lead)
-        delivery = np.where(status == 2, NULL, day + lead)
-
+        price = price_on(m.p_price[p], m.p_launch[p], day, m.p_sweet[p])
         return {
-            "sale_id": day_key(np.int64(day)) * KEY_DAY_FACTOR + pos,
+            "sale_id": fact_keys(day, pos),
             "date": np.full(n, day, dtype=np.int64),
             "product_id": m.p_id[p],
             "retailer_id": m.r_id[r],
             "employee_id": m.e_id[e],
             "campaign_id": np.where(camp >= 0, m.c_id[np.maximum(camp, 0)], NULL),
-            "quantity": qty,
-            "unit_price": price,
-            "total_amount": gross - discount,
-            "discount_amount": discount,
-            "commission_rate": commission,
+            **_amounts(m, streams, kind, price, camp),
             "order_date": np.full(n, day, dtype=np.int64),
-            "delivery_date": delivery,
-            "delivery_status": columns.take(DELIVERY_STATUSES, status),
-            # Lines reach the warehouse in the nightly load after the order day.
-            "created_at": (day + 1) * US_PER_DAY + 3600_000_000 + pos * 1000,
+            **_delivery_of(m, streams, day, kind),
+            "created_at": stamp_us(day + 1, LOAD_HOUR) + pos * 1000,
         }
