@@ -1,14 +1,23 @@
 """What a run generates: the tables, their shards and their expected row counts.
 
 ``plan(settings)`` is computed before the pipeline is built: the tables asked
-for plus every table they reference, in dependency order, each cut into shards
-of whole units. ``expected_counts(settings)`` is the single function that says
-how many rows every table will have; the summary and the tests compare the
-written warehouse against it.
+for plus every dimension they reference (foreign keys) or read (a generator's
+``needs``), in dependency order, each cut into shards of whole units.
+``expected_counts(settings)`` is the single function that says how many rows
+every table will have; the summary and the tests compare the written
+warehouse against it.
 
-Facts whose row counts depend on dimension members (inventory, payroll,
-marketing spend) are planned from the same deterministic dimension generators
-the pipeline runs, built here in-process (dimensions are small).
+The row counts of some facts depend on dimension members (inventory on the
+products live at each month end, payroll on the staff employed, marketing
+spend on the campaigns). The plan therefore generates every dimension that a
+planned table reads in-process (dimensions are small), with the same pure
+generators the pipeline runs, and asks each table's generator for its units.
+
+Custom tables (``fmcg_beam.tables``) are planned like built-in ones. A child
+of a fact (``ChildOfFact``) counts its rows by re-deriving its parent once
+here, and one unit of every custom table is generated and checked against its
+schema before the pipeline is built, so a plugin whose output does not match
+its schema stops the run with one line (``PluginError``, exit code 2).
 """
 
 from __future__ import annotations
@@ -16,11 +25,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fmcg_beam import schema
-from fmcg_beam.generators import GENERATORS, Context, Lookups, Shard, group_shards
+from fmcg_beam import tables as registry
+from fmcg_beam.generators import GENERATORS, Context, Lookups, Shard, group_shards  # noqa: F401 - re-exported
 from fmcg_beam.options import Settings
 
 
 def context(settings: Settings) -> Context:
+    """What the generators of this run depend on."""
     return Context(settings.seed, settings.scale, settings.start_date, settings.end_date)
 
 
@@ -36,7 +47,8 @@ def tables_for(requested: tuple[str, ...] | None) -> list[str]:
         needed.append(name)
         stack.extend(schema.table(name).references)
         stack.extend(GENERATORS[name].needs)
-    return schema.dependency_order(needed)
+    # A generator's side inputs come before it even without a foreign key to them (the pipeline wires them).
+    return schema.dependency_order(needed, needs={n: GENERATORS[n].needs for n in needed})
 
 
 def dimension_lookups(ctx: Context, names: list[str]) -> Lookups:
@@ -46,6 +58,8 @@ def dimension_lookups(ctx: Context, names: list[str]) -> Lookups:
 
 @dataclass(frozen=True)
 class Plan:
+    """A run's context, its tables in dependency order, and per table its shards and planned rows."""
+
     context: Context
     tables: tuple[str, ...]
     shards: dict[str, list[Shard]]
@@ -53,6 +67,7 @@ class Plan:
 
 
 def plan(settings: Settings) -> Plan:
+    """The tables, shards and row counts of the run ``settings`` describes."""
     ctx = context(settings)
     tables = tables_for(settings.tables)
     needs = sorted({d for t in tables for d in GENERATORS[t].needs})
@@ -60,9 +75,14 @@ def plan(settings: Settings) -> Plan:
     shards: dict[str, list[Shard]] = {}
     rows: dict[str, int] = {}
     for name in tables:
-        units = GENERATORS[name].units(ctx, lookups)
-        shards[name] = group_shards(name, units, settings.rows_per_shard)
+        gen = GENERATORS[name]
+        units = gen.units(ctx, lookups)
+        shards[name] = gen.shards(units, settings.rows_per_shard)
         rows[name] = sum(u.rows for u in units)
+        if registry.is_plugin(name):
+            sample = next((u for u in units if u.rows), None)
+            if sample is not None:
+                registry.check_output(name, ctx, sample, lookups)
     return Plan(ctx, tuple(tables), shards, rows)
 
 

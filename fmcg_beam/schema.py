@@ -5,6 +5,12 @@ BigQuery JSON schema, exactly what ``bq mk --schema`` takes), and optionally
 ``tableConstraints`` (primary and foreign keys), ``timePartitioning`` and
 ``clustering``. The Arrow schema the generators must produce, the DuckDB DDL and
 the BigQuery ``TableSchema`` are all derived here, never written by hand.
+
+``load_all()`` and ``table(name)`` know the built-in tables (``load_builtin()``)
+and the tables of installed plugins (``fmcg_beam.tables``): every consumer of
+a table's definition (DuckDB keys, Parquet, BigQuery constraints, ``--tables``)
+treats both alike. ``parse(name, raw)`` checks a schema file and says what is
+wrong with it in one line.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import json
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Iterable, Mapping
 
 import pyarrow as pa
 
@@ -104,14 +111,27 @@ class TableDef:
     def references(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(fk.table for fk in self.foreign_keys if fk.table != self.name))
 
-    def duckdb_ddl(self, primary_key: bool = True, foreign_keys: bool = True) -> str:
-        """``CREATE TABLE``; DuckDB enforces and indexes every key it declares."""
+    @property
+    def fact_references(self) -> tuple[ForeignKey, ...]:
+        """Foreign keys to fact tables (a plugin's child of a fact, e.g. returns to ``fact_sales``)."""
+        return tuple(fk for fk in self.foreign_keys if fk.table.startswith("fact_") and fk.table != self.name)
+
+    def duckdb_ddl(self, primary_key: bool = True, foreign_keys: bool = True, fact_keys: bool = False) -> str:
+        """``CREATE TABLE``; DuckDB enforces and indexes every key it declares.
+
+        A foreign key to a fact is declared only with ``fact_keys``: DuckDB needs the referenced table's primary
+        key when the referencing table is created (it cannot add a foreign key later), and the warehouse builds
+        fact primary keys after loading.
+        """
         lines = [
             f"  {c.name} {c.duckdb_type}{' NOT NULL' if c.required else ''}" for c in self.columns
         ]
         if primary_key and self.primary_key:
             lines.append(f"  {self.duckdb_primary_key()}")
+        to_facts = set(self.fact_references)
         for fk in self.foreign_keys if foreign_keys else ():
+            if fk in to_facts and not fact_keys:
+                continue
             lines.append(f"  FOREIGN KEY ({fk.column}) REFERENCES {fk.table} ({fk.ref_column})")
         return f"CREATE TABLE {self.name} (\n" + ",\n".join(lines) + "\n)"
 
@@ -125,6 +145,47 @@ class TableDef:
         out = [f"COMMENT ON TABLE {self.name} IS {q(self.description)}"]
         out += [f"COMMENT ON COLUMN {self.name}.{c.name} IS {q(c.description)}" for c in self.columns]
         return out
+
+
+TABLE_NAME_PATTERN = r"^[a-z][a-z0-9_]*$"  # a table name: a lowercase SQL identifier (also the template regex)
+TYPES = frozenset(_ARROW_TYPES) | {"NUMERIC", "BIGNUMERIC"}
+
+
+class SchemaError(ValueError):
+    """A schema file that cannot describe a table; the message says what to fix."""
+
+
+def parse(name: str, raw: object) -> TableDef:
+    """The ``TableDef`` of table ``name`` from its schema (a parsed ``schemas/<table>.json``).
+
+    Raises ``SchemaError`` naming the first problem: no ``fields``, a field without a name or with an unknown
+    type, a duplicate column, or a key, partitioning or clustering column that is not a field.
+    """
+    if not isinstance(raw, dict):
+        raise SchemaError(f"{name}: the schema must be a JSON object with \"fields\", not {type(raw).__name__}")
+    fields = raw.get("fields")
+    if not isinstance(fields, list) or not fields:
+        raise SchemaError(f"{name}: the schema has no \"fields\" list (a BigQuery JSON schema)")
+    seen: set[str] = set()
+    for i, f in enumerate(fields):
+        if not isinstance(f, dict) or not isinstance(f.get("name"), str) or not f["name"]:
+            raise SchemaError(f"{name}: field {i + 1} has no \"name\"")
+        if not isinstance(f.get("type"), str) or f["type"].upper() not in TYPES:
+            raise SchemaError(f"{name}.{f['name']}: unknown type {f.get('type')!r}; use one of {', '.join(sorted(TYPES))}")
+        if f["name"] in seen:
+            raise SchemaError(f"{name}: column {f['name']} is declared twice")
+        seen.add(f["name"])
+    try:
+        tdef = _parse(name, raw)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise SchemaError(f"{name}: malformed tableConstraints, timePartitioning or clustering ({exc!r})") from None
+    named = [("primary key", c) for c in tdef.primary_key] + [("foreign key", fk.column) for fk in tdef.foreign_keys]
+    named += [("partitioning", tdef.partition_field)] if tdef.partition_field else []
+    named += [("clustering", c) for c in tdef.clustering]
+    for what, column in named:
+        if column not in seen:
+            raise SchemaError(f"{name}: the {what} column {column} is not one of the fields")
+    return tdef
 
 
 def _parse(name: str, raw: dict) -> TableDef:
@@ -161,21 +222,36 @@ def schema_dir() -> Path:
 
 
 @lru_cache(maxsize=1)
-def load_all() -> dict[str, TableDef]:
+def load_builtin() -> dict[str, TableDef]:
+    """The tables that ship with fmcg-beam (``schemas/*.json``), by name."""
     tables = {}
     for path in sorted(schema_dir().glob("*.json")):
-        tables[path.stem] = _parse(path.stem, json.loads(path.read_text(encoding="utf-8")))
+        tables[path.stem] = parse(path.stem, json.loads(path.read_text(encoding="utf-8")))
     return tables
 
 
+def load_all() -> dict[str, TableDef]:
+    """Every table: the built-in ones, then those of installed plugins (see ``fmcg_beam.tables``)."""
+    from fmcg_beam import tables as registry  # plugins load on first use; they import this module
+
+    return {**load_builtin(), **registry.plugin_schemas()}
+
+
 def table(name: str) -> TableDef:
+    builtin = load_builtin()
+    if name in builtin:
+        return builtin[name]  # a built-in table never waits for the plugins to load
     return load_all()[name]
 
 
-def dependency_order(names: list[str] | None = None) -> list[str]:
-    """Table names with every referenced table before the tables that reference it."""
+def dependency_order(names: list[str] | None = None, needs: Mapping[str, Iterable[str]] | None = None) -> list[str]:
+    """Table names with every referenced table before the tables that reference it.
+
+    ``needs`` adds more "comes first" edges: the dimensions a generator reads without a foreign key to them.
+    """
     tables = load_all()
     names = list(tables) if names is None else names
+    needs = needs or {}
     order: list[str] = []
 
     def visit(n: str, path: tuple[str, ...] = ()) -> None:
@@ -183,8 +259,9 @@ def dependency_order(names: list[str] | None = None) -> list[str]:
             return
         if n in path:
             raise ValueError(f"foreign-key cycle through {n}")
-        for ref in tables[n].references:
-            visit(ref, path + (n,))
+        for ref in (*tables[n].references, *needs.get(n, ())):
+            if ref != n:
+                visit(ref, path + (n,))
         order.append(n)
 
     for n in sorted(names, key=lambda t: (tables[t].is_fact, t)):

@@ -16,3 +16,16 @@ if [ ! -f "$stamp" ] || [ setup.py -nt "$stamp" ]; then
   "$VENV/bin/python" -m pip install --quiet -e "$spec"
   touch "$stamp"
 fi
+# The test extras also install the worked custom-table example (README: Custom tables), whose tests run with
+# the suite; --no-deps: it declares none, and fmcg-beam's exact pins are already in place.
+case ",$extras," in
+  *,test,*)
+    example="examples/plugins/fmcg_returns"
+    example_stamp="$VENV/.fmcg-installed-example"
+    if [ ! -f "$example_stamp" ] || [ "$example/pyproject.toml" -nt "$example_stamp" ]; then
+      echo "fmcg-beam: installing the plugin example $example into $VENV" >&2
+      "$VENV/bin/python" -m pip install --quiet --no-deps --no-build-isolation -e "$example"
+      touch "$example_stamp"
+    fi
+    ;;
+esac

@@ -121,6 +121,9 @@ def test_second_run_replaces_and_never_duplicates(tmp_path):
     files = list((out / "parquet" / "fact_sales").glob("*.parquet"))
     assert sum(pq.read_metadata(f).num_rows for f in files) == first["tables"]["fact_sales"]["rows"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "staging directories left behind"
+    assert sorted(p.name for p in (out / ".fmcg-beam").iterdir() if not p.name.startswith("gen-")) == \
+        ["FORMAT", "current", "lock"], "staging or an old generation left behind"
+    assert len(list((out / ".fmcg-beam").glob("gen-*"))) == 1
 
 
 def test_table_subset_adds_the_dimensions_it_needs(tmp_path):
@@ -160,11 +163,11 @@ def test_failed_run_leaves_previous_warehouse_intact(tmp_path, monkeypatch):
 
     # The in-memory runner runs DoFns in this process, so the patched generator fails the run midway.
     monkeypatch.setattr(GENERATORS["fact_sales"], "generate_unit", explode)
-    with pytest.raises(Exception, match="simulated failure"):
-        run_cli(*args[:-2], "--seed", "99", "--output_dir", str(out))
+    assert run_cli(*args[:-2], "--seed", "99", "--output_dir", str(out)) == 1
     assert (out / "manifest.json").read_text() == before
     assert (out / "fmcg.duckdb").read_bytes() == db_before
     assert not [p for p in tmp_path.iterdir() if p.name != "out"], "staging directories left behind"
+    assert not list((out / ".fmcg-beam").glob("staging-*")), "staging left behind"
 
 
 def test_manifest_is_valid_json_with_checksums(warehouse):
