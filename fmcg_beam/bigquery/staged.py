@@ -22,14 +22,11 @@
 4. ``abort()`` (any failure or interruption before the swap) drops the run's staging tables within
    ``ABORT_BUDGET_S`` and never touches a final table.
 
-The local emulator (``bqemulator`` 1.4) supports all of this except table constraints (it ignores
-``tableConstraints``). Its copy job with ``WRITE_TRUNCATE`` runs ``DELETE`` then ``INSERT ... SELECT`` back
-to back inside one request on its event loop, so no query or job can run in between (a ``tabledata.list`` at
-that very instant could see the table empty). ``CREATE OR REPLACE TABLE ... AS SELECT`` was not used: on the
-emulator it loses the partitioning, clustering, descriptions and ``REQUIRED`` modes, and on BigQuery all of
-them and the constraints would have to be restated in the DDL. With ``STREAMING_INSERTS`` into real
-BigQuery, ``commit`` first waits (up to ``STREAMING_FLUSH_WAIT_S``) until no staging table reports a
-streaming buffer, since copy jobs may miss buffered rows.
+The emulator (``bqemulator`` 1.4) supports all of this but table constraints, and runs a truncating copy as
+``DELETE`` then ``INSERT ... SELECT`` in one request. ``CREATE OR REPLACE TABLE ... AS SELECT`` is not used:
+it loses partitioning, clustering, descriptions, ``REQUIRED`` modes and constraints. With
+``STREAMING_INSERTS`` into real BigQuery, ``commit`` first waits (up to ``STREAMING_FLUSH_WAIT_S``) for the
+staging tables' streaming buffers to flush, since copy jobs may miss buffered rows.
 """
 
 from __future__ import annotations
@@ -38,7 +35,6 @@ import datetime as dt
 import logging
 import os
 import signal
-import threading
 import time
 from typing import Optional
 
@@ -62,7 +58,7 @@ from fmcg_beam.bigquery.tables import (
     run_temp_location,
     table_resource,
 )
-from fmcg_beam.bigquery.write import WriteBigQuery
+from fmcg_beam.bigquery.write import WriteBigQuery, remove_load_files
 from fmcg_beam.stopping import deferred_signals
 
 log = logging.getLogger(__name__)
@@ -410,30 +406,8 @@ class StagedLoad:
 
     def remove_temp(self, budget: float = TEMP_CLEANUP_BUDGET_S) -> None:
         """Remove ``<temp_location>/fmcg-<run id>/`` (Beam's load files of this run only), within ``budget`` s."""
-        if not self.temp_location or self.target.method != "FILE_LOADS":
-            return
-        done = threading.Event()
-
-        def remove() -> None:
-            from apache_beam.io.filesystems import FileSystems
-
-            path = self.temp_location.rstrip("/")
-            try:
-                if path.startswith("gs://"):
-                    FileSystems.delete([path + "/"])  # with the "/": every object under exactly this prefix
-                elif FileSystems.exists(path):
-                    FileSystems.delete([path])  # a local folder: removed recursively
-            except Exception as exc:  # noqa: BLE001 - left-over temp files are not worth failing a run for
-                log.warning("could not remove the temporary load files in %s: %s", path, " ".join(str(exc).split()))
-            finally:
-                done.set()
-
-        thread = threading.Thread(target=remove, name="fmcg-temp-cleanup", daemon=True)
-        with deferred_signals(redeliver=False):  # bounded; the run's outcome is already decided
-            thread.start()
-            finished = done.wait(budget)
-        if not finished:
-            log.warning("gave up removing the temporary load files in %s after %.0f s", self.temp_location, budget)
+        if self.temp_location and self.target.method == "FILE_LOADS":
+            remove_load_files(self.temp_location, budget)
 
 
 def _pid_alive(pid: int) -> bool:

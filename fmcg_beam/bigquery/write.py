@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 from typing import Iterator, Optional
 
@@ -13,6 +15,9 @@ from apache_beam.metrics import Metrics
 
 from fmcg_beam.bigquery.connection import Target
 from fmcg_beam.bigquery.tables import beam_schema, layout
+from fmcg_beam.stopping import deferred_signals
+
+log = logging.getLogger(__name__)
 
 
 def batch_to_rows(batch: pa.RecordBatch) -> list[dict]:
@@ -92,3 +97,29 @@ class WriteBigQuery(beam.PTransform):
         if self.target.method == "STREAMING_INSERTS":
             _ = result.failed_rows_with_errors | "FailedRows" >> beam.ParDo(CountFailedRowsFn(self.table))
         return result
+
+
+def remove_load_files(temp_location: str, budget: float) -> None:
+    """Remove a run's own folder of load files (``gs://`` or local), within ``budget`` seconds, never more."""
+    done = threading.Event()
+    path = temp_location.rstrip("/")
+
+    def remove() -> None:
+        from apache_beam.io.filesystems import FileSystems
+
+        try:
+            if path.startswith("gs://"):
+                FileSystems.delete([path + "/"])  # with the "/": every object under exactly this prefix
+            elif FileSystems.exists(path):
+                FileSystems.delete([path])  # a local folder: removed recursively
+        except Exception as exc:  # noqa: BLE001 - left-over temp files are not worth failing a run for
+            log.warning("could not remove the temporary load files in %s: %s", path, " ".join(str(exc).split()))
+        finally:
+            done.set()
+
+    thread = threading.Thread(target=remove, name="fmcg-temp-cleanup", daemon=True)
+    with deferred_signals(redeliver=False):  # bounded; the run's outcome is already decided
+        thread.start()
+        finished = done.wait(budget)
+    if not finished:
+        log.warning("gave up removing the temporary load files in %s after %.0f s", path, budget)
