@@ -24,7 +24,7 @@ case ",$extras," in
     example_stamp="$VENV/.fmcg-installed-example"
     if [ ! -f "$example_stamp" ] || [ "$example/pyproject.toml" -nt "$example_stamp" ]; then
       echo "fmcg-beam: installing the plugin example $example into $VENV" >&2
-      "$VENV/bin/python" -m pip install --quiet --no-deps --no-build-isolation -e "$example"
+      "$VENV/bin/python" -m pip install --quiet --no-deps -e "$example"
       touch "$example_stamp"
     fi
     ;;
