@@ -187,21 +187,28 @@ def test_a_rerun_after_a_kill_drops_its_staging_and_gives_the_same_tables(emulat
     client.delete_table(lookalike)
 
 
+def fail_final_copy(monkeypatch, n: int) -> list[str]:
+    """Make the ``n``-th copy job from a staging table into a final table fail; the destinations tried."""
+    real = bigquery.StagedLoad._copy
+    calls: list[str] = []
+
+    def copy(self, source, destination, truncate):
+        if bigquery.STAGING_INFIX in source:
+            calls.append(destination)
+            if len(calls) == n:
+                raise RuntimeError("injected copy failure")
+        return real(self, source, destination, truncate)
+
+    monkeypatch.setattr(bigquery.StagedLoad, "_copy", copy)
+    return calls
+
+
 @pytest.mark.parametrize("step", ["copy", "patch", "verify"])
 def test_a_failure_inside_the_swap_restores_every_table(emulator, loaded, monkeypatch, step):
     dataset, temp, before = loaded
     calls = []
     if step == "copy":  # the second final table's copy job fails: the first one was already replaced
-        real = bigquery.StagedLoad._copy
-
-        def copy(self, source, destination, truncate):
-            if bigquery.STAGING_INFIX in source:
-                calls.append(destination)
-                if len(calls) == 2:
-                    raise RuntimeError("injected copy failure")
-            return real(self, source, destination, truncate)
-
-        monkeypatch.setattr(bigquery.StagedLoad, "_copy", copy)
+        calls = fail_final_copy(monkeypatch, 2)
     elif step == "patch":  # every table replaced, then the last one's metadata fails
         real = bigquery.StagedLoad._patch
 
@@ -232,17 +239,7 @@ def test_a_failure_inside_the_swap_restores_every_table(emulator, loaded, monkey
 
 def test_a_failed_first_load_leaves_no_table_behind(emulator, monkeypatch, tmp_path):
     """Into a new dataset: the final tables the swap had created are dropped again."""
-    real = bigquery.StagedLoad._copy
-    calls = []
-
-    def copy(self, source, destination, truncate):
-        if bigquery.STAGING_INFIX in source:
-            calls.append(destination)
-            if len(calls) == 3:
-                raise RuntimeError("injected copy failure")
-        return real(self, source, destination, truncate)
-
-    monkeypatch.setattr(bigquery.StagedLoad, "_copy", copy)
+    fail_final_copy(monkeypatch, 3)
     assert run_cli(*bq(emulator, "safety_new", tmp_path, *FIRST)) == 1
     client = target(emulator, "safety_new").client()
     assert [t.table_id for t in client.list_tables(f"{PROJECT}.safety_new")] == []
