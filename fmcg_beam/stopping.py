@@ -72,6 +72,7 @@ def stop_on_signals() -> Iterator[None]:
         yield  # only the main thread may handle signals (a launcher calling main() from a thread)
         return
     previous = {s: signal.getsignal(s) for s in SIGNAL_EXIT}
+    handlers = list(logging.getLogger().handlers)  # a stop diverts them; a process embedding the CLI gets them back
     for s in SIGNAL_EXIT:
         signal.signal(s, _raise_stopped)
     try:
@@ -79,7 +80,14 @@ def stop_on_signals() -> Iterator[None]:
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
-
+        root = logging.getLogger()
+        for handler in list(root.handlers):
+            if handler not in handlers:
+                root.removeHandler(handler)
+                handler.close()
+        for handler in handlers:
+            if handler not in root.handlers:
+                root.addHandler(handler)
 
 
 DEFERRED_SIGNALS = tuple(SIGNAL_EXIT)
