@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/bench_generate.py --scale 20 [--skip-ceiling] [pipeline flags...]
 
-1. Runs ``python -m fmcg_beam`` end to end (local FnApiRunner, all cores,
+1. Runs ``python -m fmcg_beam`` end to end (local FnApiRunner, workers chosen from the work,
    DuckDB file ready) in a child process, sampling the resident memory of its
    whole process tree (driver and Beam worker processes) every 50 ms.
 2. Runs the *ceiling* in this process: a plain script that writes exactly the

@@ -73,3 +73,28 @@ def test_a_failing_sink_is_told_and_closed(recording, tmp_path):
         running.run(settings, ARGS)
     assert recording.calls[-3:] == ["finish", "fail RuntimeError", "close"]
     assert info.value.warehouse_state == "memory holds nothing"
+
+
+@pytest.mark.parametrize("rows, cores, workers", [
+    (55_000, 16, 1),          # scale 0.05: in this process, whatever the machine
+    (1_000_000, 2, 1),        # scale 1
+    (3_999_999, 16, 1),
+    (4_000_000, 16, 2),
+    (16_000_000, 2, 2),       # scale 20 on 2 cores: both
+    (16_000_000, 16, 8),      # scale 20 on 16 cores: 8, the fastest measured
+    (63_000_000, 16, 16),     # scale 100
+])
+def test_local_workers_follow_the_work(rows, cores, workers):
+    assert running.local_workers(rows, cores) == workers
+
+
+def test_a_small_run_stays_in_process_unless_told(monkeypatch):
+    from apache_beam.options.pipeline_options import DirectOptions
+
+    monkeypatch.setattr(running.os, "cpu_count", lambda: 16)
+    small = running.pipeline_options([], 55_000).view_as(DirectOptions)
+    assert (small.direct_num_workers, small.direct_running_mode) == (1, "in_memory")
+    big = running.pipeline_options([], 16_000_000).view_as(DirectOptions)
+    assert (big.direct_num_workers, big.direct_running_mode) == (8, "multi_processing")
+    told = running.pipeline_options(["--direct_num_workers", "4"], 55_000).view_as(DirectOptions)
+    assert (told.direct_num_workers, told.direct_running_mode) == (4, "multi_processing")
