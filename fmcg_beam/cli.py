@@ -17,7 +17,7 @@ import tempfile
 import threading
 import traceback
 
-from fmcg_beam import outdir, stopping, worker
+from fmcg_beam import stopping, worker
 from fmcg_beam.options import OptionsError, help_parser, resolve, version_text
 
 PROG = "fmcg-beam"
@@ -63,10 +63,9 @@ def _main(argv: list[str], wait: bool) -> int:
         return 2
     _configure_logging()
     from fmcg_beam import run as running  # Beam's runner machinery loads only for a real run
-    from fmcg_beam.warehouse import is_disk_full
+    from fmcg_beam.faults import is_disk_full
 
     where = settings.output_dir if settings.sink != "bigquery" else f"{settings.project}:{settings.dataset}"
-    had_warehouse = settings.sink == "bigquery" or outdir.has_warehouse(settings.output_dir)
     log_path = _run_log()
     previous_hook = threading.excepthook
     # Beam's helper threads (one per local worker) report a stopped worker with a traceback: to the log.
@@ -79,15 +78,15 @@ def _main(argv: list[str], wait: bool) -> int:
     except KeyboardInterrupt as exc:
         signum = getattr(exc, "signum", signal.SIGINT)
         _discard(log_path)
-        _error(f"stopped by {signal.Signals(signum).name}; {_state(exc, settings, where, had_warehouse)}")
+        _error(f"stopped by {signal.Signals(signum).name}; {_state(exc, where)}")
         return stopping.SIGNAL_EXIT.get(signum, 130)
     except Exception as exc:  # a fault: one line here, the details in the log
         _write_details(log_path, exc)
         if is_disk_full(exc):
             _error(f"no space left on the device while writing {where}; free some space and rerun "
-                   f"({_state(exc, settings, where, had_warehouse)}; details in {log_path})")
+                   f"({_state(exc, where)}; details in {log_path})")
         else:
-            _error(f"{_first_line(exc)} ({_state(exc, settings, where, had_warehouse)}; details in {log_path})")
+            _error(f"{_first_line(exc)} ({_state(exc, where)}; details in {log_path})")
         return 1
     finally:
         threading.excepthook = previous_hook
@@ -105,16 +104,9 @@ def _first_line(exc: BaseException) -> str:
     return lines[0] if lines else type(exc).__name__
 
 
-def _state(exc: BaseException, settings, where, had_warehouse: bool) -> str:
-    """What the destination holds now: the sink's own word (``warehouse_state``) where it has one."""
-    said = getattr(exc, "warehouse_state", None)
-    if said:
-        return said
-    if not had_warehouse:
-        return f"nothing was written to {where}"
-    if settings.sink == "bigquery":
-        return f"the tables in {where} are unchanged"
-    return f"the previous warehouse in {where} is unchanged"
+def _state(exc: BaseException, where: str) -> str:
+    """What the destination holds now: the sink's own word, set once it began writing; before, nothing."""
+    return getattr(exc, "warehouse_state", None) or f"nothing was written to {where}"
 
 
 def _run_log() -> str:

@@ -10,7 +10,6 @@ that folder becomes ``--output_dir``'s warehouse, atomically)::
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import queue
@@ -27,6 +26,7 @@ import pyarrow.parquet as pq
 from apache_beam.metrics import Metrics
 
 from fmcg_beam import columns, schema
+from fmcg_beam.faults import is_disk_full
 from fmcg_beam.outdir import DUCKDB_FILE, PARQUET_DIR
 
 PARQUET_COMPRESSION = "snappy"
@@ -92,19 +92,6 @@ def ensure_parquet(root: Path, table: str) -> None:
     folder = root / PARQUET_DIR / table
     if not any(folder.glob("*.parquet")):
         write_parquet(columns.empty_batch(schema.table(table)), folder / f"{table}-empty.parquet")
-
-
-def is_disk_full(exc: BaseException) -> bool:
-    """True when ``exc`` (or what caused it, or a worker's error it relays) is a full disk or quota."""
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            return True
-        if "No space left on device" in str(exc) or "Disk quota exceeded" in str(exc):
-            return True
-        exc = exc.__cause__ or exc.__context__
-    return False
 
 
 # DuckDB's own default is 80% of RAM; the key indexes of a large run would take it. A bounded build

@@ -21,8 +21,9 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
-from typing import Iterator, Optional
+from typing import Optional
 
+from fmcg_beam.faults import causes
 from fmcg_beam.options import OptionsError, Settings
 
 AUTH_HELP = (
@@ -124,23 +125,9 @@ def ensure_credentials(target: Target) -> None:
         raise OptionsError(AUTH_HELP) from None
 
 
-def _chain(exc: BaseException) -> Iterator[BaseException]:
-    """``exc`` and everything it wraps: causes, contexts, ``reason`` attributes, exceptions in ``args``."""
-    seen, todo = set(), [exc]
-    while todo:
-        e = todo.pop(0)
-        if e is None or id(e) in seen:
-            continue
-        seen.add(id(e))
-        yield e
-        todo += [getattr(e, "cause", None), getattr(e, "reason", None), e.__cause__, e.__context__]
-        todo += [a for a in getattr(e, "args", ()) if isinstance(a, BaseException)]
-        todo = [t for t in todo if isinstance(t, BaseException)]
-
-
 def _reason(exc: BaseException) -> str:
     """A short phrase for why a connection failed."""
-    chain = list(_chain(exc))
+    chain = list(causes(exc))
     names = {type(e).__name__ for e in chain}
     if "ProxyError" in names:
         return "cannot connect through the HTTPS proxy"
@@ -256,20 +243,11 @@ def _retry(deadline: float = API_DEADLINE):
 def _is_connection_error(exc: BaseException) -> bool:
     """Whether ``exc`` (or what it wraps) means the server could not be reached at all."""
     import requests
-    from google.api_core.exceptions import RetryError
     from google.auth.exceptions import TransportError
 
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        if isinstance(exc, (requests.exceptions.ConnectionError, requests.exceptions.Timeout, ConnectionError,
-                            socket.timeout, TransportError)):
-            return True
-        if isinstance(exc, RetryError):
-            exc = exc.cause
-            continue
-        exc = exc.__cause__ or exc.__context__
-    return False
+    unreachable = (requests.exceptions.ConnectionError, requests.exceptions.Timeout, ConnectionError,
+                   socket.timeout, TransportError)
+    return any(isinstance(e, unreachable) for e in causes(exc))
 
 
 def _root_cause(exc: BaseException) -> BaseException:

@@ -28,6 +28,7 @@ from fmcg_beam.bigquery.connection import (
 from fmcg_beam.bigquery.staged import StagedLoad, SwapFailed
 from fmcg_beam.bigquery.tables import prepare_tables
 from fmcg_beam.bigquery.write import WriteBigQuery
+from fmcg_beam.faults import interrupt_in
 from fmcg_beam.options import Settings
 from fmcg_beam.sinks import Sink, Written, check_counts, set_state
 
@@ -98,7 +99,7 @@ class BigQuerySink(Sink):
     def _explain(self, exc: BaseException, unchanged: str) -> BaseException:
         """``exc``, or what it really means: a stop request Beam wrapped, or the endpoint gone away."""
         # Beam re-raises a KeyboardInterrupt that lands inside a DoFn as a RuntimeError: still a stop request.
-        interrupt = _interrupt_in(exc)
+        interrupt = interrupt_in(exc)
         lost = None
         if interrupt is not None and self.watchdog is not None and self.watchdog.tripped:
             lost = self.watchdog.tripped
@@ -149,17 +150,6 @@ class DirectBigQuerySink(Sink):
             set_state(exc, f"the tables of this run in {self.where} may have been recreated empty; rerun to "
                            f"load them")
         return exc
-
-
-def _interrupt_in(exc: BaseException) -> Optional[BaseException]:
-    """The ``KeyboardInterrupt`` that ``exc`` is or was raised while handling, if any."""
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        if isinstance(exc, KeyboardInterrupt):
-            return exc
-        seen.add(id(exc))
-        exc = exc.__cause__ or exc.__context__
-    return None
 
 
 def _cancel(result, budget: float = CANCEL_BUDGET_S) -> None:
