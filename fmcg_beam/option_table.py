@@ -226,6 +226,10 @@ OPTIONS: tuple[Option, ...] = (
                 "--temp_location may then be a local directory).",
            fix="pass a URL such as http://localhost:9050",
            template="a local BigQuery emulator for tests, unreachable from Dataflow workers"),
+    Option("log_level", Literal["debug", "info", "warning", "error"], "info", example="warning", manifest=False,
+           help="How much fmcg-beam logs (progress, choices, the summary's notes); Beam's own loggers stay at "
+                "warning unless this is debug.",
+           template="how much the launching process logs; a Dataflow job logs to Cloud Logging"),
     # Beam's own flags, validated before anything starts; on Dataflow gcloud's own flags set them.
     Option("project", str, None, owner=BEAM, bounds=dict(pattern=PROJECT_PATTERN), example="my-project-123",
            help="Google Cloud project of the BigQuery dataset and the Dataflow job.",

@@ -68,6 +68,7 @@ NOT_PARAMETERS = {
     "sink": "the template always writes BigQuery: main.py adds --sink bigquery on Dataflow",
     "duckdb_keys": "keys of the local DuckDB file, which a Dataflow job does not build",
     "bq_endpoint": "a local BigQuery emulator for tests, unreachable from Dataflow workers",
+    "log_level": "how much the launching process logs; a Dataflow job logs to Cloud Logging",
 }
 
 

@@ -39,6 +39,7 @@ SAMPLES = {
     "bq_location": ("US", "EU"),
     "bq_write_method": ("STREAMING_INSERTS", "file_loads"),
     "bq_endpoint": ("http://127.0.0.1:9050", "http://localhost:9051"),
+    "log_level": ("warning", "debug"),
     "project": ("env-project-1", "flag-project-2"),
     "temp_location": ("gs://env-bucket/tmp", "gs://flag-bucket/tmp"),
     "runner": ("FnApiRunner", "DirectRunner"),
@@ -52,7 +53,7 @@ BAD = {
     "scale": ("0", True), "seed": ("-1", True), "start_date": ("2023-13-01", True), "end_date": ("soon", True),
     "sink": ("csv", True), "output_dir": (" ", False), "rows_per_shard": ("0", True), "tables": ("nope", True),
     "duckdb_keys": ("some", True), "dataset": ("a-b", True), "bq_location": ("Asia", True),
-    "bq_write_method": ("BATCH", True), "bq_endpoint": ("ftp://x", True), "project": ("P", True),
+    "bq_write_method": ("BATCH", True), "bq_endpoint": ("ftp://x", True), "log_level": ("loud", True), "project": ("P", True),
     "temp_location": ("gs://b/tmp", False), "runner": ("FooRunner", True), "direct_num_workers": ("-1", True),
     "direct_running_mode": ("bogus", True),
 }
