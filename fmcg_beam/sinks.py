@@ -3,7 +3,9 @@
 ``fmcg_beam.run.run`` calls, in this order and whatever the sink:
 
 1. ``prepare(plan)`` before the pipeline is built (take the output directory, create staging tables);
-2. ``write(table)``, the transform that writes one table's ``(table, shard_id, RecordBatch)`` elements;
+2. ``write(tables)``, the transform that writes the ``(table, shard_id, RecordBatch)`` elements of any of
+   ``tables`` (the pipeline calls it once per level of tables; ``pipeline.PerTable`` splits them for a sink
+   that writes table by table);
 3. ``watch()``, a context manager around running the pipeline (a BigQuery endpoint's watchdog), and
    ``started(result)`` once it runs;
 4. ``finish(plan, counters)`` once the pipeline succeeded: finish the destination (build DuckDB, swap the
@@ -47,7 +49,7 @@ class Sink:
     def prepare(self, plan) -> None:
         raise NotImplementedError
 
-    def write(self, table: str) -> beam.PTransform:
+    def write(self, tables: list[str]) -> beam.PTransform:
         raise NotImplementedError
 
     def watch(self) -> ContextManager:
@@ -101,8 +103,8 @@ class LocalSink(Sink):
         self.out.__enter__()
         self.stage = self.out.new_staging()
 
-    def write(self, table: str) -> beam.PTransform:
-        return warehouse.WriteParquet(table, self.stage)
+    def write(self, tables: list[str]) -> beam.PTransform:
+        return warehouse.WriteParquet(tables, self.stage)
 
     def finish(self, plan, counters) -> Written:
         for table in plan.tables:

@@ -44,33 +44,41 @@ def write_parquet(batch: pa.RecordBatch, path: Path) -> None:
 
 
 class WriteParquetShardFn(beam.DoFn):
-    """Writes each generated shard to ``<root>/parquet/<table>/<shard_id>.parquet``."""
+    """Writes each generated shard to ``<root>/parquet/<table>/<shard_id>.parquet``, whatever its table."""
 
-    def __init__(self, table: str, root: str):
+    def __init__(self, root: str):
         self.root = root
-        self.files = Metrics.counter(table, "parquet_files")
-        self.msecs = Metrics.counter(table, "write_msecs")
+        self._counters: dict[str, tuple] = {}
+
+    def setup(self) -> None:
+        self._counters = {}
+
+    def _metrics(self, table: str) -> tuple:
+        if table not in self._counters:
+            self._counters[table] = (Metrics.counter(table, "parquet_files"), Metrics.counter(table, "write_msecs"))
+        return self._counters[table]
 
     def process(self, element: tuple[str, str, pa.RecordBatch]) -> Iterator[str]:
         table, shard_id, batch = element
         started = time.perf_counter()
         path = Path(self.root) / PARQUET_DIR / table / f"{shard_id}.parquet"
         write_parquet(batch, path)
-        self.msecs.inc(int((time.perf_counter() - started) * 1000))
-        self.files.inc()
+        files, msecs = self._metrics(table)
+        msecs.inc(int((time.perf_counter() - started) * 1000))
+        files.inc()
         yield str(path)
 
 
 class WriteParquet(beam.PTransform):
-    """The local sink of one table: Parquet files under ``root``."""
+    """The local sink of any number of tables: Parquet files under ``root``, in one step."""
 
-    def __init__(self, table: str, root: str | os.PathLike):
+    def __init__(self, tables: list[str], root: str | os.PathLike):
         super().__init__()
-        self.table = table
+        self.tables = list(tables)
         self.root = str(root)
 
     def expand(self, batches: beam.PCollection) -> beam.PCollection:
-        return batches | "Parquet" >> beam.ParDo(WriteParquetShardFn(self.table, self.root))
+        return batches | "Parquet" >> beam.ParDo(WriteParquetShardFn(self.root))
 
 
 def parquet_files(root: Path, table: str) -> list[str]:

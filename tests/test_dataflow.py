@@ -347,9 +347,9 @@ def test_generate_shard_fn_survives_pickling_and_still_generates(dataflow_pickle
     ctx = make_context(seed=5, scale=0.5)
     gen = GENERATORS["dim_retailers"]
     shard = group_shards(gen.name, gen.units(ctx), 10_000)[0]
-    fn = pipeline.GenerateShardFn(gen.name, ctx)
+    fn = pipeline.GenerateShardFn([gen.name], ctx)
     copy = _roundtrip(fn)
-    assert type(copy) is pipeline.GenerateShardFn and copy.table == fn.table and copy.ctx == fn.ctx
+    assert type(copy) is pipeline.GenerateShardFn and copy.tables == fn.tables and copy.ctx == fn.ctx
     copy.setup()
     [(table, shard_id, batch)] = list(copy.process(shard))
     assert (table, shard_id) == (shard.table, shard.shard_id)
@@ -360,7 +360,8 @@ def test_write_parquet_shard_fn_survives_pickling_and_still_writes(dataflow_pick
     ctx = make_context(scale=0.5)
     gen = GENERATORS["dim_banks"]
     batch = gen.generate(ctx, gen.units(ctx), None)
-    copy = _roundtrip(warehouse.WriteParquetShardFn("dim_banks", str(tmp_path)))
+    copy = _roundtrip(warehouse.WriteParquetShardFn(str(tmp_path)))
+    copy.setup()
     [path] = list(copy.process(("dim_banks", "s0", batch)))
     assert path == str(tmp_path / "parquet" / "dim_banks" / "s0.parquet")
     assert pq.read_table(path).to_batches()[0].equals(batch)
@@ -370,10 +371,10 @@ def test_composites_survive_pickling_and_still_run(dataflow_pickler, tmp_path):
     ctx = make_context(scale=0.5)
     gen = GENERATORS["dim_date"]
     shards = group_shards(gen.name, gen.units(ctx), 1)
-    generate = _roundtrip(pipeline.GenerateTable(gen.name, shards, ctx))
-    write = _roundtrip(warehouse.WriteParquet(gen.name, tmp_path))
-    assert (generate.table, generate.shards, generate.ctx) == (gen.name, shards, ctx)
-    assert (write.table, write.root) == (gen.name, str(tmp_path))
+    generate = _roundtrip(pipeline.GenerateTables(shards, ctx))
+    write = _roundtrip(warehouse.WriteParquet([gen.name], tmp_path))
+    assert (generate.tables, generate.shards, generate.ctx) == ((gen.name,), shards, ctx)
+    assert (write.tables, write.root) == ([gen.name], str(tmp_path))
     with TestPipeline() as p:
         _ = p | "Generate" >> generate | "Write" >> write
     written = pq.read_table(tmp_path / "parquet" / gen.name)
@@ -477,29 +478,30 @@ def test_pipeline_translates_to_runner_api_offline(no_network, tmp_path):
     argv = _dataflow_argv(main)
     plan = planning.plan(resolve(argv, environ={}))
     # --dry_run is Beam's own test option: it skips the GCS soft-delete check that options validation makes.
-    p = pipeline.build(plan, PipelineOptions([*argv, "--dry_run=True"]), lambda t: warehouse.WriteParquet(t, tmp_path))
+    p = pipeline.build(plan, PipelineOptions([*argv, "--dry_run=True"]), lambda ts: warehouse.WriteParquet(ts, tmp_path))
     assert type(p.runner).__name__ == "DataflowRunner"
     proto = p.to_runner_api()
     names = {t.unique_name for t in proto.components.transforms.values()}
     tables = [t for t in plan.tables if plan.shards[t]]  # a table with no rows in the period gets no steps
     assert len(tables) > 10
-    for table in tables:
-        assert {pipeline.step(table, "Generate"), pipeline.step(table, "Write")} <= names, table
+    # The tables are folded into one generate and one write step per level, however many tables there are.
+    assert {"Dimensions/Generate", "Dimensions/Write", "Facts/Generate", "Facts/Write"} <= names
     fns = _pickled_dofns(proto)
-    generate = {n.split("/")[0]: f for n, f in fns.items() if isinstance(f, pipeline.GenerateShardFn)}
-    write = {n.split("/")[0]: f for n, f in fns.items() if isinstance(f, warehouse.WriteParquetShardFn)}
-    assert set(generate) == set(write) == set(tables)
-    assert all(f.ctx == plan.context for f in generate.values())
+    generate = [f for f in fns.values() if isinstance(f, pipeline.GenerateShardFn)]
+    write = [f for f in fns.values() if isinstance(f, warehouse.WriteParquetShardFn)]
+    assert len(generate) == len(write) == 2
+    assert sorted(t for f in generate for t in f.tables) == sorted(tables)
+    assert all(f.ctx == plan.context and f.progress is None for f in generate)
 
 
 def _dataflow_sink(settings: Settings, tmp_path: Path):
     """The sink a Dataflow run uses (fmcg_beam.bigquery's), or the local one while that module is missing."""
     if importlib.util.find_spec("fmcg_beam.bigquery") is None:
-        return lambda t: warehouse.WriteParquet(t, tmp_path)
+        return lambda ts: warehouse.WriteParquet(ts, tmp_path)
     from fmcg_beam import bigquery
 
     target = bigquery.Target.from_settings(settings)
-    return lambda t: bigquery.WriteBigQuery(t, target)
+    return lambda ts: pipeline.PerTable(ts, lambda t: bigquery.WriteBigQuery(t, target))
 
 
 @pytest.mark.parametrize("method", ["FILE_LOADS", "STREAMING_INSERTS"])
@@ -522,8 +524,9 @@ def test_dataflow_runner_builds_the_job_offline(no_network, tmp_path, method):
     }
     assert images == {IMAGE}, "workers must start from the template image main.py names"
     names = {t.unique_name for t in job.proto_pipeline.components.transforms.values()}
-    assert {pipeline.step(t, "Write") for t in plan.tables} <= names
-    generate = {f.table for f in _pickled_dofns(job.proto_pipeline).values() if isinstance(f, pipeline.GenerateShardFn)}
+    assert all(any(n.endswith("/" + pipeline.step(t, "Write")) for n in names) for t in plan.tables)
+    fns = _pickled_dofns(job.proto_pipeline).values()
+    generate = {t for f in fns if isinstance(f, pipeline.GenerateShardFn) for t in f.tables}
     assert generate == set(plan.tables)
     assert not list(tmp_path.iterdir()), "nothing is written when the job is only built"
 

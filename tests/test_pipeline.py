@@ -27,7 +27,7 @@ def test_generate_table_emits_every_planned_row_of_a_dimension():
     shards = group_shards(gen.name, gen.units(ctx), rows_per_shard=500)
     assert len(shards) > 1
     with TestPipeline() as p:
-        out = p | pipeline.GenerateTable(gen.name, shards, ctx) | beam.Map(_rows)
+        out = p | pipeline.GenerateTables(shards, ctx) | beam.Map(_rows)
         totals = out | beam.CombinePerKey(sum)
         assert_that(totals, equal_to([("dim_retailers", gen.size(ctx))]))
 
@@ -41,10 +41,10 @@ def test_fact_generation_uses_dimension_side_inputs():
     expected_ids = sorted(sales.generate(ctx, units, lookups).column("sale_id").to_pylist())
     with TestPipeline() as p:
         dims = [
-            p | f"{name}/Generate" >> pipeline.GenerateTable(name, group_shards(name, GENERATORS[name].units(ctx), 64), ctx)
+            p | f"{name}/Generate" >> pipeline.GenerateTables(group_shards(name, GENERATORS[name].units(ctx), 64), ctx)
             for name in sales.needs
         ] | beam.Flatten()
-        out = p | pipeline.GenerateTable(sales.name, shards, ctx, dims)
+        out = p | pipeline.GenerateTables(shards, ctx, dims)
         ids = out | beam.FlatMap(lambda e: e[2].column("sale_id").to_pylist())
         assert_that(ids, equal_to(expected_ids), label="SaleIds")
         assert_that(out | beam.Map(lambda e: isinstance(e[2], pa.RecordBatch)), equal_to([True] * len(shards)),
@@ -57,23 +57,54 @@ def test_built_pipeline_writes_every_table_through_the_sink():
     seen = []
 
     class Count(beam.PTransform):
+        def __init__(self, tables):
+            super().__init__()
+            self.tables = tables
+
+        def expand(self, pcoll):
+            totals = pcoll | beam.Map(_rows) | beam.CombinePerKey(sum)
+            # Every planned row of the level's tables reaches the sink, once.
+            assert_that(totals, equal_to([(t, plan.rows[t]) for t in self.tables if plan.rows[t]]),
+                        label="Rows")
+            return totals
+
+    def sink(tables):
+        seen.append(tables)
+        return Count(tables)
+
+    p = pipeline.build(plan, TestPipeline().options, sink)
+    assert seen == [[t for t in plan.tables if not t.startswith("fact_")], ["fact_sales"]]
+    labels = {t.full_label for t in p.transforms_stack[0].parts}
+    assert labels == {"Dimensions/Generate", "Dimensions/Write", "Facts/Dimensions",
+                      "Facts/Generate", "Facts/Write"}
+    p.run().wait_until_finish()
+
+
+def test_levels_fold_tables_into_few_stages():
+    """However many tables a run has, it has one generate step per level: dimensions, then facts."""
+    plan = planning.plan(resolve(["--scale", "0.01", "--end_date", "2023-01-31"], environ={}))
+    levels = pipeline.levels(plan)
+    assert len(levels) == 2
+    assert all(not t.startswith("fact_") for t in levels[0]) and all(t.startswith("fact_") for t in levels[1])
+    assert sorted(t for level in levels for t in level) == sorted(t for t in plan.tables if plan.shards[t])
+
+
+def test_per_table_routes_each_element_to_its_tables_writer():
+    ctx = make_context(scale=0.5)
+    names = ["dim_banks", "dim_jobs"]
+    shards = [s for n in names for s in group_shards(n, GENERATORS[n].units(ctx), 5)]
+
+    class Rows(beam.PTransform):
         def __init__(self, table):
             super().__init__()
             self.table = table
 
         def expand(self, pcoll):
-            totals = pcoll | beam.Map(_rows) | beam.CombinePerKey(sum)
-            # Every planned row of the table reaches its sink, once.
-            assert_that(totals, equal_to([(self.table, plan.rows[self.table])] if plan.rows[self.table] else []),
-                        label=f"{self.table}/Rows")
-            return totals
+            return pcoll | beam.Map(lambda e, t=self.table: (t, e[0], e[2].num_rows))
 
-    def sink(table):
-        seen.append(table)
-        return Count(table)
-
-    p = pipeline.build(plan, TestPipeline().options, sink)
-    assert seen == list(plan.tables)
-    labels = {t.full_label for t in p.transforms_stack[0].parts}
-    assert "fact_sales/Generate" in labels and "fact_sales/Write" in labels
-    p.run().wait_until_finish()
+    with TestPipeline() as p:
+        written = p | pipeline.GenerateTables(shards, ctx) | pipeline.PerTable(names, Rows)
+        for n in names:
+            totals = written[n] | f"{n}/Check" >> beam.Map(lambda r: (r[0] == r[1], r[2])) | \
+                f"{n}/Sum" >> beam.CombinePerKey(sum)
+            assert_that(totals, equal_to([(True, GENERATORS[n].size(ctx))]), label=f"{n}/Rows")

@@ -30,6 +30,7 @@ from fmcg_beam.bigquery.tables import prepare_tables
 from fmcg_beam.bigquery.write import WriteBigQuery
 from fmcg_beam.faults import interrupt_in
 from fmcg_beam.options import Settings
+from fmcg_beam.pipeline import PerTable
 from fmcg_beam.sinks import Sink, Written, check_counts, set_state
 
 CANCEL_BUDGET_S = 30.0
@@ -58,8 +59,8 @@ class BigQuerySink(Sink):
         self.load = StagedLoad(self.target, list(plan.tables))
         self.load.prepare()
 
-    def write(self, table: str) -> beam.PTransform:
-        return self.load.sink(table)
+    def write(self, tables: list[str]) -> beam.PTransform:
+        return PerTable(tables, self.load.sink)
 
     def watch(self) -> ContextManager:
         # Only a local run is usefully interrupted when the endpoint goes away (a remote job has its own retries).
@@ -139,8 +140,8 @@ class DirectBigQuerySink(Sink):
         self.recreating = True
         prepare_tables(self.target, list(plan.tables))
 
-    def write(self, table: str) -> beam.PTransform:
-        return WriteBigQuery(table, self.target)
+    def write(self, tables: list[str]) -> beam.PTransform:
+        return PerTable(tables, lambda table: WriteBigQuery(table, self.target))
 
     def finish(self, plan, counters) -> Written:
         raise RuntimeError("a direct BigQuery load is only submitted; nothing waits to finish it")
