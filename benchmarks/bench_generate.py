@@ -1,37 +1,39 @@
-"""Benchmark: the whole pipeline against a plain numpy + pyarrow ceiling.
+"""Benchmark: the whole pipeline, end to end, against plain numpy + pyarrow ceilings.
 
-    .venv/bin/python benchmarks/bench_generate.py --scale 20 [--skip-ceiling] [pipeline flags...]
+    .venv/bin/python benchmarks/bench_generate.py --scales 0.05,1,2,20 [--ceiling_processes 1,2]
+        [--skip-ceiling] [--bigquery] [pipeline flags...]
 
-1. Runs ``python -m fmcg_beam`` end to end (local FnApiRunner, workers chosen from the work,
-   DuckDB file ready) in a child process, sampling the resident memory of its
-   whole process tree (driver and Beam worker processes) every 50 ms.
-2. Runs the *ceiling* in this process: a plain script that writes exactly the
-   same number of rows per table, with the same Arrow schemas, Parquet codec and
-   row-group size, from vectorised random numpy columns, with no Beam and no
-   business rules.
+For every scale:
 
-3. With ``--bigquery``: loads the same pipeline into a local BigQuery emulator
-   (bqemulator) with each write method at ``--bq_scale`` and prints rows/s and
-   the share of the run spent converting Arrow batches to row dicts.
+1. Runs ``python -m fmcg_beam`` end to end (imports included; local FnApiRunner, workers chosen from the
+   work; with the default sink the DuckDB file is ready at the end) in a child process, sampling the
+   resident memory of its whole process tree (driver and Beam worker processes) every 50 ms, and keeps
+   the run's own "time:" line (where the seconds went).
+2. Runs the *ceiling* with 1 and 2 processes (``--ceiling_processes``): a plain script that writes exactly
+   the same number of rows per table, with the same Arrow schemas, Parquet codec and row-group size, from
+   vectorised random numpy columns, with no Beam and no business rules. The shards are dealt out to the
+   processes (forked, as a plain script would); their start-up is part of the time.
 
-Prints rows/s of both, their ratio per fact table (pipeline CPU seconds per
-table from Beam metrics against the ceiling's seconds for that table) and for
-the whole run (wall clock), and peak memory. Targets on a 2-core machine:
-whole run <= 1.5x the ceiling; scale 20 end to end < 2 minutes; peak memory
-< 2 GiB and growing < 1.5x from scale 2 to scale 20.
+Prints one table row per scale: wall seconds, peak memory, each ceiling's seconds and the run's time as a
+multiple of it (lower is better; 1.25 = 0.8x the ceiling's speed). Pipeline flags after the known ones
+go to every run (``--sink parquet``, ``--direct_num_workers 16``, ...). With ``--bigquery``: loads the
+pipeline into a local BigQuery emulator (bqemulator) with each write method at ``--bq_scale``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from fmcg_beam import schema  # noqa: E402
 from fmcg_beam import plan as planning  # noqa: E402
 from fmcg_beam.options import resolve  # noqa: E402
-from fmcg_beam.warehouse import PARQUET_COMPRESSION, write_parquet  # noqa: E402
+from fmcg_beam.warehouse import write_parquet  # noqa: E402
 
 
 def tree_rss_bytes(root: int) -> int:
@@ -110,66 +112,86 @@ def random_column(field: pa.Field, n: int, rng: np.random.Generator) -> pa.Array
     return pa.array(rng.integers(0, 10**9, n), type=t)
 
 
-def run_ceiling(rows: dict[str, int], rows_per_shard: int, root: Path) -> dict[str, float]:
-    rng = np.random.default_rng(0)
-    seconds = {}
-    for table, n in rows.items():
+def _ceiling_part(tasks: list[tuple[str, int, int]], root: str, seed: int) -> None:
+    """Write the ceiling's shards ``(table, index, rows)`` under ``root``."""
+    rng = np.random.default_rng(seed)
+    for table, i, size in tasks:
         arrow_schema = schema.table(table).arrow_schema
-        started = time.perf_counter()
-        for i, lo in enumerate(range(0, max(n, 1), rows_per_shard)):
-            size = min(rows_per_shard, n - lo)
-            batch = pa.RecordBatch.from_arrays([random_column(f, size, rng) for f in arrow_schema], schema=arrow_schema)
-            write_parquet(batch, root / table / f"part-{i:05d}.parquet")
-        seconds[table] = time.perf_counter() - started
-    return seconds
+        batch = pa.RecordBatch.from_arrays([random_column(f, size, rng) for f in arrow_schema], schema=arrow_schema)
+        write_parquet(batch, Path(root) / table / f"part-{i:05d}.parquet")
 
 
-def table_cpu_seconds(summary: str) -> dict[str, float]:
-    out = {}
-    for line in summary.splitlines():
-        m = re.match(r"^(\w+)\s+([\d,]+)\s+([\d,]+)\s+([\d.]+)\s+", line)
-        if m:
-            out[m.group(1)] = float(m.group(4))
-    return out
+def run_ceiling(rows: dict[str, int], rows_per_shard: int, root: Path, processes: int) -> float:
+    """Seconds to write ``rows`` as random Parquet shards with ``processes`` processes (1: this one)."""
+    tasks = [(table, i, min(rows_per_shard, n - lo))
+             for table, n in rows.items() for i, lo in enumerate(range(0, max(n, 1), rows_per_shard))]
+    tasks.sort(key=lambda t: -t[2])  # largest first, dealt round-robin: the processes get equal work
+    parts = [tasks[k::processes] for k in range(processes)]
+    started = time.perf_counter()
+    if processes == 1:
+        _ceiling_part(parts[0], str(root), 0)
+    else:
+        with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("fork")) as pool:
+            for f in [pool.submit(_ceiling_part, part, str(root), k) for k, part in enumerate(parts)]:
+                f.result()
+    return time.perf_counter() - started
+
+
+def time_line(summary: str) -> str:
+    """The run's own account of where its seconds went (its "time:" line), if it printed one."""
+    return next((line for line in summary.splitlines() if line.startswith("time:")), "")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--scale", type=float, default=1.0)
+    parser.add_argument("--scales", default="1", help="comma-separated scales, e.g. 0.05,1,2,20")
+    parser.add_argument("--scale", help="one scale (the same as --scales N)")
+    parser.add_argument("--ceiling_processes", default="1,2", help="comma-separated process counts")
     parser.add_argument("--skip-ceiling", action="store_true")
     parser.add_argument("--bigquery", action="store_true", help="also time loads into a local BigQuery emulator")
     parser.add_argument("--bq_scale", type=float, default=0.1)
     args, extra = parser.parse_known_args()
-    settings = resolve(["--scale", str(args.scale), *extra], environ={})
-    rows = planning.expected_counts(settings)
-    total_rows = sum(rows.values())
-    with tempfile.TemporaryDirectory(prefix="fmcg-bench-") as tmp:
-        out_dir = Path(tmp) / "warehouse"
-        wall, peak, summary = run_pipeline(["--scale", str(args.scale), "--output_dir", str(out_dir), *extra])
-        print(summary.strip())
-        cpu = table_cpu_seconds(summary)
-        print(f"\npipeline: {total_rows:,} rows in {wall:.1f} s end to end (DuckDB ready) = "
-              f"{total_rows / wall:,.0f} rows/s; peak memory {peak / 2**30:.2f} GiB (process tree)")
-        result = {"scale": args.scale, "rows": total_rows, "pipeline_seconds": round(wall, 2),
-                  "pipeline_rows_per_second": round(total_rows / wall), "peak_memory_gib": round(peak / 2**30, 3)}
-        if not args.skip_ceiling:
-            started = time.perf_counter()
-            ceiling = run_ceiling(rows, settings.rows_per_shard, Path(tmp) / "ceiling")
-            ceiling_wall = time.perf_counter() - started
-            print(f"ceiling:  {total_rows:,} rows in {ceiling_wall:.1f} s = {total_rows / ceiling_wall:,.0f} rows/s "
-                  f"(numpy + pyarrow, Parquet {PARQUET_COMPRESSION}, no Beam, no rules, one process)")
-            print(f"\n{'fact table':<24}{'rows':>12}{'pipeline cpu s':>16}{'ceiling s':>11}{'ratio':>8}")
-            for table in rows:
-                if table.startswith("fact_"):
-                    ratio = cpu.get(table, float("nan")) / ceiling[table] if ceiling[table] else float("nan")
-                    print(f"{table:<24}{rows[table]:>12,}{cpu.get(table, float('nan')):>16.2f}"
-                          f"{ceiling[table]:>11.2f}{ratio:>8.2f}")
-            print(f"{'whole run (wall)':<24}{total_rows:>12,}{wall:>16.2f}{ceiling_wall:>11.2f}"
-                  f"{wall / ceiling_wall:>8.2f}")
-            result.update(ceiling_seconds=round(ceiling_wall, 2), ratio=round(wall / ceiling_wall, 2))
-        if args.bigquery:
-            result["bigquery"] = bench_bigquery(args.bq_scale, Path(tmp))
-        print("\nJSON " + json.dumps(result))
+    scales = [float(x) for x in (args.scale or args.scales).split(",")]
+    counts = [] if args.skip_ceiling else [int(x) for x in args.ceiling_processes.split(",")]
+    results = []
+    for scale in scales:
+        settings = resolve(["--scale", str(scale), *extra], environ={})
+        rows = planning.expected_counts(settings)
+        total_rows = sum(rows.values())
+        with tempfile.TemporaryDirectory(prefix="fmcg-bench-") as tmp:
+            out_dir = Path(tmp) / "warehouse"
+            wall, peak, summary = run_pipeline(["--scale", str(scale), "--output_dir", str(out_dir), *extra])
+            print(f"=== scale {scale:g} {' '.join(extra)}".rstrip())
+            print(summary.strip())
+            result = {"scale": scale, "flags": " ".join(extra), "rows": total_rows, "seconds": round(wall, 2),
+                      "rows_per_second": round(total_rows / wall), "peak_memory_gib": round(peak / 2**30, 3),
+                      "time": time_line(summary), "ceilings": {}}
+            for n in counts:
+                seconds = run_ceiling(rows, settings.rows_per_shard, Path(tmp) / f"ceiling-{n}", n)
+                result["ceilings"][n] = {"seconds": round(seconds, 2), "ratio": round(wall / seconds, 2)}
+                shutil.rmtree(Path(tmp) / f"ceiling-{n}")
+            results.append(result)
+            print("JSON " + json.dumps(result))
+    print()
+    print_table(results, counts)
+    if args.bigquery:
+        with tempfile.TemporaryDirectory(prefix="fmcg-bench-") as tmp:
+            print("JSON " + json.dumps({"bigquery": bench_bigquery(args.bq_scale, Path(tmp))}))
+
+
+def print_table(results: list[dict], counts: list[int]) -> None:
+    """One row per scale: the run, its peak memory, and each ceiling with the run's time as a multiple of it."""
+    head = f"{'scale':>6}{'rows':>12}{'wall s':>8}{'rows/s':>11}{'peak GiB':>10}"
+    head += "".join(f"{f'ceil{n} s':>9}{f'x ceil{n}':>9}" for n in counts)
+    print(head)
+    for r in results:
+        line = f"{r['scale']:>6g}{r['rows']:>12,}{r['seconds']:>8.1f}{r['rows_per_second']:>11,}"
+        line += f"{r['peak_memory_gib']:>10.2f}"
+        line += "".join(f"{r['ceilings'][n]['seconds']:>9.1f}{r['ceilings'][n]['ratio']:>9.2f}" for n in counts)
+        print(line)
+    for r in results:
+        if r["time"]:
+            print(f"scale {r['scale']:g}: {r['time']}")
 
 
 def bench_bigquery(scale: float, tmp: Path) -> dict:
