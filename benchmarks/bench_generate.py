@@ -7,8 +7,8 @@ For every scale:
 
 1. Runs ``python -m fmcg_beam`` end to end (imports included; local FnApiRunner, workers chosen from the
    work; with the default sink the DuckDB file is ready at the end) in a child process, sampling the
-   resident memory of its whole process tree (driver and Beam worker processes) every 50 ms, and keeps
-   the run's own "time:" line (where the seconds went).
+   memory of its whole process tree (driver and Beam worker processes) every 50 ms, as summed RSS and
+   as PSS (shared pages counted once), and keeps the run's own "time:" line (where the seconds went).
 2. Runs the *ceiling* with 1 and 2 processes (``--ceiling_processes``): a plain script that writes exactly
    the same number of rows per table, with the same Arrow schemas, Parquet codec and row-group size, from
    vectorised random numpy columns, with no Beam and no business rules. The shards are dealt out to the
@@ -47,8 +47,21 @@ from fmcg_beam.options import resolve  # noqa: E402
 from fmcg_beam.warehouse import write_parquet  # noqa: E402
 
 
-def tree_rss_bytes(root: int) -> int:
-    """Resident memory of ``root`` and all its descendants."""
+def _pss(pid: int) -> int:
+    """Proportional set size: private memory plus a share of what is shared (libraries, forked pages)."""
+    with open(f"/proc/{pid}/smaps_rollup") as fh:
+        for line in fh:
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def tree_memory(root: int) -> tuple[int, int]:
+    """Resident (RSS) and proportional (PSS) memory of ``root`` and all its descendants, in bytes.
+
+    Summed RSS counts every shared page once per process (each worker maps the same libraries); PSS
+    counts it once in all, so it is what the process tree really takes.
+    """
     children: dict[int, list[int]] = {}
     rss: dict[int, int] = {}
     for entry in os.listdir("/proc"):
@@ -62,24 +75,30 @@ def tree_rss_bytes(root: int) -> int:
             children.setdefault(ppid, []).append(int(entry))
         except (OSError, IndexError, ValueError):
             continue
-    total, stack = 0, [root]
+    total_rss = total_pss = 0
+    stack = [root]
     while stack:
         pid = stack.pop()
-        total += rss.get(pid, 0)
+        total_rss += rss.get(pid, 0)
+        try:
+            total_pss += _pss(pid)
+        except OSError:
+            pass
         stack.extend(children.get(pid, []))
-    return total
+    return total_rss, total_pss
 
 
-def run_pipeline(argv: list[str]) -> tuple[float, int, str]:
+def run_pipeline(argv: list[str]) -> tuple[float, tuple[int, int], str]:
+    """Seconds, peak (RSS, PSS) of the process tree, and the output of ``python -m fmcg_beam argv``."""
     proc = subprocess.Popen([sys.executable, "-m", "fmcg_beam", *argv], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
-    peak = 0
+    peak = [0, 0]
     stop = threading.Event()
 
     def sample():
-        nonlocal peak
         while not stop.is_set():
-            peak = max(peak, tree_rss_bytes(proc.pid))
+            for i, value in enumerate(tree_memory(proc.pid)):
+                peak[i] = max(peak[i], value)
             time.sleep(0.05)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -92,7 +111,7 @@ def run_pipeline(argv: list[str]) -> tuple[float, int, str]:
     if proc.returncode != 0:
         print(out)
         raise SystemExit(f"pipeline failed with exit code {proc.returncode}")
-    return elapsed, peak, out
+    return elapsed, (peak[0], peak[1]), out
 
 
 def random_column(field: pa.Field, n: int, rng: np.random.Generator) -> pa.Array:
@@ -164,7 +183,8 @@ def main() -> None:
             print(f"=== scale {scale:g} {' '.join(extra)}".rstrip())
             print(summary.strip())
             result = {"scale": scale, "flags": " ".join(extra), "rows": total_rows, "seconds": round(wall, 2),
-                      "rows_per_second": round(total_rows / wall), "peak_memory_gib": round(peak / 2**30, 3),
+                      "rows_per_second": round(total_rows / wall), "peak_rss_gib": round(peak[0] / 2**30, 3),
+                      "peak_pss_gib": round(peak[1] / 2**30, 3),
                       "time": time_line(summary), "ceilings": {}}
             for n in counts:
                 seconds = run_ceiling(rows, settings.rows_per_shard, Path(tmp) / f"ceiling-{n}", n)
@@ -181,12 +201,12 @@ def main() -> None:
 
 def print_table(results: list[dict], counts: list[int]) -> None:
     """One row per scale: the run, its peak memory, and each ceiling with the run's time as a multiple of it."""
-    head = f"{'scale':>6}{'rows':>12}{'wall s':>8}{'rows/s':>11}{'peak GiB':>10}"
+    head = f"{'scale':>6}{'rows':>12}{'wall s':>8}{'rows/s':>11}{'RSS GiB':>9}{'PSS GiB':>9}"
     head += "".join(f"{f'ceil{n} s':>9}{f'x ceil{n}':>9}" for n in counts)
     print(head)
     for r in results:
         line = f"{r['scale']:>6g}{r['rows']:>12,}{r['seconds']:>8.1f}{r['rows_per_second']:>11,}"
-        line += f"{r['peak_memory_gib']:>10.2f}"
+        line += f"{r['peak_rss_gib']:>9.2f}{r['peak_pss_gib']:>9.2f}"
         line += "".join(f"{r['ceilings'][n]['seconds']:>9.1f}{r['ceilings'][n]['ratio']:>9.2f}" for n in counts)
         print(line)
     for r in results:
