@@ -21,6 +21,7 @@ INSTALL_REQUIRES = [
     "numpy==2.4.6",
     "pyarrow==25.0.1",
     "pydantic==2.14.4",
+    "rich==15.0.0",  # the progress display of local runs on a terminal
 ]
 
 TEST_REQUIRES = [

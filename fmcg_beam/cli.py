@@ -21,32 +21,65 @@ from fmcg_beam import stopping, worker
 from fmcg_beam.options import OptionsError, help_parser, resolve, version_text
 
 PROG = "fmcg-beam"
+LOG_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+
+
 def _error(message: str) -> None:
     print(f"{PROG}: error: {message}", file=sys.stderr)
 
 
-def _configure_logging() -> None:
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+class _Stderr(logging.StreamHandler):
+    """Writes to ``sys.stderr`` as it is at each message, not as it was when logging was set up.
+
+    So a progress display that takes over stderr shows log messages above itself, and a process that swaps
+    stderr (a test's capture) gets the messages of every run it makes, never a stream closed since.
+    """
+
+    def __init__(self, fmt: str):
+        super().__init__()
+        self.setFormatter(logging.Formatter(fmt))
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
+def _configure_logging(level: str = "info") -> None:
+    """``--log_level``: fmcg-beam's own messages at ``level``; Beam's and other libraries' at warning.
+
+    With ``debug`` everything logs at debug; with ``error`` the libraries too log errors only. Beam relays
+    every local worker process's start-up chatter as warnings: that logger keeps errors only unless debug.
+    """
+    wanted = LOG_LEVELS.get(level, logging.INFO)
+    libraries = wanted if wanted in (logging.DEBUG, logging.ERROR) else logging.WARNING
+    logging.basicConfig(handlers=[_Stderr("%(levelname)s %(name)s: %(message)s")])
+    logging.getLogger().setLevel(libraries)
     ours = logging.getLogger("fmcg_beam")
     if not any(getattr(h, "_fmcg", False) for h in ours.handlers):
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter(f"{PROG}: %(message)s"))
+        handler = _Stderr(f"{PROG}: %(message)s")
         handler._fmcg = True  # type: ignore[attr-defined]
         ours.addHandler(handler)
     ours.propagate = False
-    ours.setLevel(logging.INFO)
-    # Beam relays every worker process's start-up chatter as warnings; keep real errors only.
-    logging.getLogger("apache_beam.runners.portability.local_job_service").setLevel(logging.ERROR)
+    ours.setLevel(wanted)
+    relay = logging.DEBUG if wanted == logging.DEBUG else logging.ERROR
+    logging.getLogger("apache_beam.runners.portability.local_job_service").setLevel(relay)
 
 
 def main(argv: list[str] | None = None, wait: bool = True) -> int:
     """Run the command line ``argv``; ``wait=False`` returns once a remote job is submitted."""
+    root_level = logging.getLogger().level  # --log_level sets it; a process embedding the CLI gets it back
     try:
         with stopping.stop_on_signals():
             return _main(list(sys.argv[1:] if argv is None else argv), wait)
     except KeyboardInterrupt as exc:  # stopped before the run began, or while it cleaned up
         _error("stopped before anything was written")
         return stopping.SIGNAL_EXIT.get(getattr(exc, "signum", signal.SIGINT), 130)
+    finally:
+        logging.getLogger().setLevel(root_level)
 
 
 def _main(argv: list[str], wait: bool) -> int:
@@ -61,7 +94,7 @@ def _main(argv: list[str], wait: bool) -> int:
     except OptionsError as exc:
         _error(str(exc))
         return 2
-    _configure_logging()
+    _configure_logging(getattr(settings, "log_level", "info"))
     from fmcg_beam import run as running  # Beam's runner machinery loads only for a real run
     from fmcg_beam.faults import is_disk_full
 

@@ -227,8 +227,9 @@ OPTIONS: tuple[Option, ...] = (
            fix="pass a URL such as http://localhost:9050",
            template="a local BigQuery emulator for tests, unreachable from Dataflow workers"),
     Option("log_level", Literal["debug", "info", "warning", "error"], "info", example="warning", manifest=False,
-           help="How much fmcg-beam logs (progress, choices, the summary's notes); Beam's own loggers stay at "
-                "warning unless this is debug.",
+           help="How much is logged on stderr: fmcg-beam's own messages (progress, notes, warnings) at this level, "
+                "so warning or error also turn the progress display off; Apache Beam's and other libraries' "
+                "loggers stay at warning (error with error); debug logs everything, Beam's included.",
            template="how much the launching process logs; a Dataflow job logs to Cloud Logging"),
     # Beam's own flags, validated before anything starts; on Dataflow gcloud's own flags set them.
     Option("project", str, None, owner=BEAM, bounds=dict(pattern=PROJECT_PATTERN), example="my-project-123",

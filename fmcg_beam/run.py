@@ -10,6 +10,7 @@ stop the sink cleans up and says what the destination holds.
 
 from __future__ import annotations
 
+import logging
 import os
 import shlex
 import sys
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 
 from apache_beam.options.pipeline_options import DirectOptions, GoogleCloudOptions, PipelineOptions, StandardOptions
 
-from fmcg_beam import pipeline, sinks, worker
+from fmcg_beam import pipeline, progress, sinks, worker
 from fmcg_beam import plan as planning
 from fmcg_beam.options import Settings
 
@@ -34,24 +35,37 @@ def _given(argv: list[str], flag: str) -> bool:
 # processes). On 16 cores, scale 20 (16M rows) ran fastest with 8 workers, 20% faster than with 16.
 ROWS_PER_WORKER = 2_000_000
 
+log = logging.getLogger(__name__)
+
 
 def local_workers(planned_rows: int, cores: int) -> int:
-    """Worker processes for a local run: one per ``ROWS_PER_WORKER`` planned rows, at most one per core."""
+    """Worker processes for a local run: one per ``ROWS_PER_WORKER`` planned rows, at most ``cores``."""
     return max(1, min(cores, planned_rows // ROWS_PER_WORKER))
 
 
 def pipeline_options(beam_argv: list[str], planned_rows: int = 0) -> PipelineOptions:
-    """Beam options from the command line; unless given, the local worker count follows the work.
+    """Beam options from the command line, the local worker count and mode chosen from the work.
 
     A run of a few million rows is fastest in this process (``in_memory``); larger runs get one worker
-    process per ``ROWS_PER_WORKER`` rows, up to the number of cores.
+    process per ``ROWS_PER_WORKER`` rows, at most one per core. ``--direct_num_workers N`` lowers that
+    limit (0: one per core) but never starts a worker the work or the cores cannot use, so asking for more
+    workers never makes a run slower or bigger; with ``--direct_running_mode`` also given, Beam gets
+    exactly what was asked.
     """
     options = PipelineOptions(beam_argv)
     direct = options.view_as(DirectOptions)
-    if not _given(beam_argv, "--direct_num_workers"):
-        direct.direct_num_workers = local_workers(planned_rows, os.cpu_count() or 1)
-    if not _given(beam_argv, "--direct_running_mode"):
-        direct.direct_running_mode = "multi_processing" if direct.direct_num_workers != 1 else "in_memory"
+    if _given(beam_argv, "--direct_running_mode"):
+        return options
+    cores = os.cpu_count() or 1
+    asked = direct.direct_num_workers if _given(beam_argv, "--direct_num_workers") else 0
+    limit = min(asked or cores, cores)
+    workers = local_workers(planned_rows, limit)
+    if asked and workers < asked:
+        log.info("%d local worker%s for %s planned rows (one per %s rows, at most one per core of %d); add "
+                 "--direct_running_mode multi_processing to start all %d", workers, "" if workers == 1 else "s",
+                 f"{planned_rows:,}", f"{ROWS_PER_WORKER:,}", cores, asked)
+    direct.direct_num_workers = workers
+    direct.direct_running_mode = "multi_processing" if workers != 1 else "in_memory"
     return options
 
 
@@ -77,6 +91,11 @@ def local_runner(options: PipelineOptions):
     direct.direct_running_mode = None
     os.environ[worker.PARENT_ENV] = str(os.getpid())
     return FnApiRunner(default_environment=SubprocessSDKEnvironment.from_command_string(WORKER_COMMAND))
+
+
+def spreads(options: PipelineOptions, runner) -> bool:
+    """Whether shards are reshuffled over workers: not for one local worker, where it only adds a stage."""
+    return runner is None or options.view_as(DirectOptions).direct_num_workers != 1
 
 
 @dataclass
@@ -161,15 +180,17 @@ def run(settings: Settings, beam_argv: list[str] | None = None, wait: bool = Tru
     report = RunReport(settings)
     try:
         sink.prepare(plan)
-        p = pipeline.build(plan, options, sink.write, runner)
-        with sink.watch():
-            result = p.run()
-            sink.started(result)
-            report.job_id = _job_id(result)
-            if not sink.wait:
-                report.total_seconds = time.perf_counter() - started
-                return report
-            state = result.wait_until_finish()
+        with progress.local_run(plan, enabled=runner is not None) as progress_path:
+            p = pipeline.build(plan, options, sink.write, runner, spread=spreads(options, runner),
+                               progress=progress_path)
+            with sink.watch():
+                result = p.run()
+                sink.started(result)
+                report.job_id = _job_id(result)
+                if not sink.wait:
+                    report.total_seconds = time.perf_counter() - started
+                    return report
+                state = result.wait_until_finish() if runner is not None else progress.wait(result, plan.rows)
         if str(state).split(".")[-1] not in ("DONE", "None"):
             raise RuntimeError(f"the pipeline ended in state {state}")
         report.pipeline_seconds = time.perf_counter() - started

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 from pathlib import Path
 
 import duckdb
 import pytest
 
-from fmcg_beam import cli
+from fmcg_beam import cli, progress
 from fmcg_beam.generators import GENERATORS, Context, Lookups
+
+# Tests compare what a run prints on stderr line by line; a run that outlasts the progress interval on a slow
+# machine would add progress lines there. test_progress.py sets its own interval.
+os.environ[progress.INTERVAL_ENV] = "3600"
 
 SMALL_SCALE = 0.05
 DIMENSIONS = [n for n in GENERATORS if n.startswith("dim_")]

@@ -264,8 +264,9 @@ def test_a_second_run_into_a_locked_directory_is_refused(tmp_path, built):
 
 
 def _start(out: Path, *extra: str) -> subprocess.Popen:
+    workers = ["--direct_num_workers", "2", "--direct_running_mode", "multi_processing"]  # real worker processes
     return subprocess.Popen([sys.executable, "-m", "fmcg_beam", "--scale", "0.2", "--output_dir", str(out),
-                             "--direct_num_workers", "2", *extra], cwd=REPO, stdout=subprocess.PIPE,
+                             *workers, *extra], cwd=REPO, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import apache_beam as beam
 import pytest
 
@@ -98,5 +100,36 @@ def test_a_small_run_stays_in_process_unless_told(monkeypatch):
     assert (small.direct_num_workers, small.direct_running_mode) == (1, "in_memory")
     big = running.pipeline_options([], 16_000_000).view_as(DirectOptions)
     assert (big.direct_num_workers, big.direct_running_mode) == (8, "multi_processing")
-    told = running.pipeline_options(["--direct_num_workers", "4"], 55_000).view_as(DirectOptions)
+    # An asked-for count is a limit: a small run still needs no worker process, a large one gets them.
+    told = running.pipeline_options(["--direct_num_workers", "16"], 55_000).view_as(DirectOptions)
+    assert (told.direct_num_workers, told.direct_running_mode) == (1, "in_memory")
+    told = running.pipeline_options(["--direct_num_workers", "4"], 16_000_000).view_as(DirectOptions)
     assert (told.direct_num_workers, told.direct_running_mode) == (4, "multi_processing")
+    told = running.pipeline_options(["--direct_num_workers", "0"], 6_000_000).view_as(DirectOptions)
+    assert (told.direct_num_workers, told.direct_running_mode) == (3, "multi_processing")
+    # Never more processes than cores: more would only add start-up and memory.
+    monkeypatch.setattr(running.os, "cpu_count", lambda: 2)
+    told = running.pipeline_options(["--direct_num_workers", "16"], 16_000_000).view_as(DirectOptions)
+    assert (told.direct_num_workers, told.direct_running_mode) == (2, "multi_processing")
+    # With the mode given as well, Beam gets exactly what was asked.
+    exact = ["--direct_num_workers", "16", "--direct_running_mode", "multi_processing"]
+    told = running.pipeline_options(exact, 55_000).view_as(DirectOptions)
+    assert (told.direct_num_workers, told.direct_running_mode) == (16, "multi_processing")
+
+
+def test_fewer_workers_than_asked_are_reported():
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger = logging.getLogger("fmcg_beam.run")
+    logger.addHandler(handler)
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        running.pipeline_options(["--direct_num_workers", "16"], 55_000)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    [message] = [r.getMessage() for r in records]
+    assert message.startswith("1 local worker for 55,000 planned rows")
+    assert "--direct_running_mode multi_processing" in message
