@@ -69,6 +69,18 @@ def _configure_logging(level: str = "info") -> None:
     logging.getLogger("apache_beam.runners.portability.local_job_service").setLevel(relay)
 
 
+def _process_age() -> float | None:
+    """Seconds since this process started (interpreter and imports), or ``None`` where /proc cannot say."""
+    try:
+        with open("/proc/self/stat") as f:
+            start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+        return max(0.0, uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def main(argv: list[str] | None = None, wait: bool = True) -> int:
     """Run the command line ``argv``; ``wait=False`` returns once a remote job is submitted."""
     root_level = logging.getLogger().level  # --log_level sets it; a process embedding the CLI gets it back
@@ -103,6 +115,7 @@ def _main(argv: list[str], wait: bool) -> int:
     previous_hook = threading.excepthook
     # Beam's helper threads (one per local worker) report a stopped worker with a traceback: to the log.
     threading.excepthook = lambda args: _write_details(log_path, args.exc_value, args.thread)
+    startup = _process_age()
     try:
         report = running.run(settings, argv, wait=wait)
     except OptionsError as exc:  # found once the run looked further, e.g. missing credentials
@@ -124,6 +137,8 @@ def _main(argv: list[str], wait: bool) -> int:
     finally:
         threading.excepthook = previous_hook
     _discard(log_path)
+    if startup is not None:
+        report.phases = {"start-up": startup, **report.phases}
     if report.job_id:
         print(f"job: {report.job_id}")
     if report.tables:

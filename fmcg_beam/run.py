@@ -116,6 +116,9 @@ class RunReport:
     pipeline_seconds: float = 0.0
     sink_seconds: float = 0.0
     total_seconds: float = 0.0
+    # Wall seconds by phase, in order: plan, set-up (the sink, building the pipeline), pipeline, the sink's
+    # finish; the CLI puts start-up (interpreter and imports) first.
+    phases: dict[str, float] = field(default_factory=dict)
 
     @property
     def total_rows(self) -> int:
@@ -135,6 +138,9 @@ class RunReport:
         if self.step_seconds:
             steps = ", ".join(f"{k} {v:.2f} s" for k, v in sorted(self.step_seconds.items()))
             lines.append(f"cpu by step: {steps}")
+        if self.phases:
+            lines.append("time: " + ", ".join(f"{k} {v:.2f} s" for k, v in self.phases.items())
+                         + f" (wall {sum(self.phases.values()):.1f} s)")
         return "\n".join(lines)
 
 
@@ -171,6 +177,7 @@ def run(settings: Settings, beam_argv: list[str] | None = None, wait: bool = Tru
     started = time.perf_counter()
     beam_argv = list(beam_argv or [])
     plan = planning.plan(settings)
+    planned = time.perf_counter()
     options = pipeline_options(beam_argv, sum(plan.rows.values()))
     gcp = options.view_as(GoogleCloudOptions)
     gcp.project = gcp.project or settings.project  # a project or temp location from FMCG_* variables
@@ -183,6 +190,7 @@ def run(settings: Settings, beam_argv: list[str] | None = None, wait: bool = Tru
         with progress.local_run(plan, enabled=runner is not None) as progress_path:
             p = pipeline.build(plan, options, sink.write, runner, spread=spreads(options, runner),
                                progress=progress_path)
+            built = time.perf_counter()
             with sink.watch():
                 result = p.run()
                 sink.started(result)
@@ -198,6 +206,8 @@ def run(settings: Settings, beam_argv: list[str] | None = None, wait: bool = Tru
         finish_started = time.perf_counter()
         written = sink.finish(plan, values)
         report.sink_seconds = time.perf_counter() - finish_started
+        report.phases = {"plan": planned - started, "set-up": built - planned,
+                         "pipeline": finish_started - built, settings.sink: report.sink_seconds}
     except BaseException as exc:
         error = sink.fail(exc)
         if error is exc:

@@ -68,6 +68,10 @@ def test_a_registered_sink_gets_every_table_and_the_calls_in_order(recording, tm
     assert recording.calls == ["prepare", f"write {dims}", f"write {facts}", "started", "finish", "close"]
     assert all(t.rows == t.expected and t.checksum == f"n={t.rows}" for t in report.tables.values())
     assert not (tmp_path / "unused").exists()  # run itself wrote nothing: only sinks write
+    # The summary says where the wall time went, phase by phase.
+    assert list(report.phases) == ["plan", "set-up", "pipeline", "parquet"]
+    assert all(v >= 0 for v in report.phases.values())
+    assert "\ntime: plan " in report.format()
 
 
 def test_a_failing_sink_is_told_and_closed(recording, tmp_path):
