@@ -20,6 +20,7 @@ A sink registers its name in ``SINKS``; ``--sink NAME`` picks it, and ``run`` ne
 from __future__ import annotations
 
 import contextlib
+import logging
 from pathlib import Path
 from typing import Callable, ContextManager, Optional
 
@@ -27,6 +28,9 @@ import apache_beam as beam
 
 from fmcg_beam import __version__, outdir, warehouse
 from fmcg_beam.options import Settings
+
+log = logging.getLogger(__name__)
+NOTE_DUCKDB_ROWS = 1_000_000
 
 # Per table: rows written and the content checksum ("" where the destination cannot compute one cheaply).
 Written = dict[str, tuple[int, str]]
@@ -110,6 +114,9 @@ class LocalSink(Sink):
         for table in plan.tables:
             warehouse.ensure_parquet(self.stage, table)
         if self.settings.sink == "duckdb":
+            rows = sum(plan.rows.values())
+            if rows >= NOTE_DUCKDB_ROWS:  # the progress display has ended; say what the next seconds are for
+                log.info("building %s from %s rows", outdir.DUCKDB_FILE, f"{rows:,}")
             warehouse.build_duckdb(self.stage, list(plan.tables), keys=self.settings.duckdb_keys)
             stats = warehouse.duckdb_stats(self.stage / outdir.DUCKDB_FILE, list(plan.tables))
         else:
