@@ -140,7 +140,7 @@ def test_a_stop_request_mid_load_leaves_every_table_as_it_was(emulator, loaded, 
     from fmcg_beam.options import resolve
 
     dataset, temp, before = loaded
-    real = bq_write.batch_to_rows
+    real = bq_write.batch_to_avro_rows  # the FILE_LOADS conversion
     staged = {}
 
     def batch_to_rows(batch):
@@ -151,7 +151,7 @@ def test_a_stop_request_mid_load_leaves_every_table_as_it_was(emulator, loaded, 
             os.kill(os.getpid(), signal.SIGINT)
         return real(batch)
 
-    monkeypatch.setattr(bq_write, "batch_to_rows", batch_to_rows)
+    monkeypatch.setattr(bq_write, "batch_to_avro_rows", batch_to_rows)
     argv = [*bq(emulator, dataset, temp, *OTHER), "--direct_num_workers", "1"]
     # Beam wraps an exception raised inside a DoFn in a RuntimeError; the run re-raises the interrupt itself.
     with pytest.raises(KeyboardInterrupt) as info:
