@@ -65,3 +65,22 @@ def con(warehouse):
     c = duckdb.connect(str(warehouse / "fmcg.duckdb"), read_only=True)
     yield c
     c.close()
+
+
+# One column of every BigQuery type the schemas use, with the modes and NUMERIC precisions that matter.
+PROBE_FIELDS = [
+    {"name": "i", "type": "INT64", "mode": "REQUIRED"},
+    {"name": "n", "type": "NUMERIC", "mode": "NULLABLE", "precision": "14", "scale": "2"},
+    {"name": "r", "type": "NUMERIC", "mode": "REQUIRED", "precision": "6", "scale": "4"},
+    {"name": "d", "type": "DATE", "mode": "NULLABLE"},
+    {"name": "t", "type": "TIMESTAMP", "mode": "REQUIRED"},
+    {"name": "b", "type": "BOOL", "mode": "REQUIRED"},
+    {"name": "s", "type": "STRING", "mode": "NULLABLE"},
+]
+
+
+def probe_table():
+    """A table definition with ``PROBE_FIELDS``, for conversion tests."""
+    from fmcg_beam import schema
+
+    return schema._parse("probe", {"fields": PROBE_FIELDS})

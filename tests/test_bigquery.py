@@ -17,7 +17,7 @@ from fmcg_beam import bigquery, schema, warehouse
 from fmcg_beam.bigquery import Target, batch_to_rows, table_resource
 from fmcg_beam.emulator import Emulator
 
-from conftest import manifest, run_cli
+from conftest import manifest, probe_table, run_cli
 
 PROJECT = "local-project"
 RUN = ("--scale", "0.02", "--seed", "11", "--start_date", "2024-01-01", "--end_date", "2024-02-29")
@@ -85,16 +85,7 @@ def test_load_matches_the_duckdb_run_and_reloads_without_duplicates(emulator, lo
 
 
 def test_every_type_converts_exactly_at_the_sink():
-    fields = [
-        {"name": "i", "type": "INT64", "mode": "REQUIRED"},
-        {"name": "n", "type": "NUMERIC", "mode": "NULLABLE", "precision": "14", "scale": "2"},
-        {"name": "r", "type": "NUMERIC", "mode": "REQUIRED", "precision": "6", "scale": "4"},
-        {"name": "d", "type": "DATE", "mode": "NULLABLE"},
-        {"name": "t", "type": "TIMESTAMP", "mode": "REQUIRED"},
-        {"name": "b", "type": "BOOL", "mode": "REQUIRED"},
-        {"name": "s", "type": "STRING", "mode": "NULLABLE"},
-    ]
-    tdef = schema._parse("probe", {"fields": fields})
+    tdef = probe_table()
     from fmcg_beam import columns
     from fmcg_beam.columns import NULL
 

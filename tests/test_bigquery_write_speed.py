@@ -21,14 +21,14 @@ from apache_beam.io.gcp import bigquery_file_loads, bigquery_tools
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
-from fmcg_beam import columns, schema
+from fmcg_beam import columns
 from fmcg_beam.bigquery import Target
 from fmcg_beam.bigquery.tables import beam_schema
 from fmcg_beam.bigquery.write import BatchToRowsFn, WriteBigQuery, batch_to_avro_rows, batch_to_rows
 from fmcg_beam.columns import NULL
 from fmcg_beam.generators import BUILTIN_GENERATORS
 
-from conftest import DIMENSIONS, build_lookups, make_context
+from conftest import DIMENSIONS, PROBE_FIELDS, build_lookups, make_context, probe_table
 
 ROWS_PER_TABLE = 3000
 
@@ -97,16 +97,7 @@ def test_numeric_edges_and_nulls_encode_as_fastavro_encodes_decimals(precision, 
 
 
 def test_every_type_reads_back_from_a_load_file_as_the_typed_rows(tmp_path):
-    fields = [
-        {"name": "i", "type": "INT64", "mode": "REQUIRED"},
-        {"name": "n", "type": "NUMERIC", "mode": "NULLABLE", "precision": "14", "scale": "2"},
-        {"name": "r", "type": "NUMERIC", "mode": "REQUIRED", "precision": "6", "scale": "4"},
-        {"name": "d", "type": "DATE", "mode": "NULLABLE"},
-        {"name": "t", "type": "TIMESTAMP", "mode": "REQUIRED"},
-        {"name": "b", "type": "BOOL", "mode": "REQUIRED"},
-        {"name": "s", "type": "STRING", "mode": "NULLABLE"},
-    ]
-    tdef = schema._parse("probe", {"fields": fields})
+    tdef = probe_table()
     batch = columns.to_batch(tdef, {
         "i": [2**62, -5, 0],
         "n": [123456789012, NULL, -99999999999999],
@@ -120,7 +111,8 @@ def test_every_type_reads_back_from_a_load_file_as_the_typed_rows(tmp_path):
     assert fast[0]["d"] == 19723 and fast[0]["t"] == 1_704_067_200_123_456 and isinstance(fast[0]["n"], bytes)
     # Through Beam's own writer (an Avro block per row, as WriteRecordsToFile writes), then read back.
     path = tmp_path / "load.avro"
-    writer = bigquery_tools.AvroRowWriter(open(path, "wb"), bigquery_tools.get_dict_table_schema({"fields": fields}))
+    table_schema = bigquery_tools.get_dict_table_schema({"fields": PROBE_FIELDS})
+    writer = bigquery_tools.AvroRowWriter(open(path, "wb"), table_schema)
     for row in fast:
         writer.write(row)
         writer.tell()
