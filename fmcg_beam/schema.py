@@ -138,12 +138,24 @@ class TableDef:
     def duckdb_primary_key(self) -> str:
         return f"PRIMARY KEY ({', '.join(self.primary_key)})"
 
-    def duckdb_comments(self) -> list[str]:
+    def duckdb_comments(self, declared_foreign_keys: bool = True) -> list[str]:
+        """``COMMENT ON`` the table and each column: its description.
+
+        Without ``declared_foreign_keys`` a foreign key column's comment also names the key it references, so a
+        tool that shows column comments still shows the join the undeclared key would have.
+        """
+
         def q(text: str) -> str:
             return "'" + text.replace("'", "''") + "'"
 
+        refs = {} if declared_foreign_keys else {fk.column: fk for fk in self.foreign_keys}
         out = [f"COMMENT ON TABLE {self.name} IS {q(self.description)}"]
-        out += [f"COMMENT ON COLUMN {self.name}.{c.name} IS {q(c.description)}" for c in self.columns]
+        for c in self.columns:
+            text = c.description
+            if c.name in refs:
+                fk = refs[c.name]
+                text = f"{text} References {fk.table}.{fk.ref_column}.".lstrip()
+            out.append(f"COMMENT ON COLUMN {self.name}.{c.name} IS {q(text)}")
         return out
 
 

@@ -3,7 +3,7 @@
 What a run writes into its staging folder (see ``fmcg_beam.outdir`` for how
 that folder becomes ``--output_dir``'s warehouse, atomically)::
 
-    fmcg.duckdb                    every table, primary and foreign keys declared
+    fmcg.duckdb                    every table, with comments and the keys --duckdb_keys declares
     parquet/<table>/*.parquet      the generated shards
     manifest.json                  options, version, rows and checksum per table
 """
@@ -16,8 +16,9 @@ import queue
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Mapping
 
 import apache_beam as beam
 import duckdb
@@ -110,11 +111,72 @@ def ensure_parquet(root: Path, table: str) -> None:
 DUCKDB_MEMORY_LIMIT = "1GB"
 
 
-def build_duckdb(root: Path, tables: list[str], keys: str = "all", loaders: int | None = None) -> None:
-    """Build ``root/fmcg.duckdb`` within ``DUCKDB_MEMORY_LIMIT`` if it fits, else with DuckDB's default."""
+# --duckdb_keys auto declares the keys of a table only up to this many rows. DuckDB indexes every declared key (an
+# ART index, on a foreign key's columns too) and appends each inserted row to a foreign key's index one at a time.
+# Measured on 2 cores at --scale 20: one foreign key of the 10M-row fact_sales adds 10 to 45 s to the build
+# (retailer_id and employee_id the most; even a bulk CREATE INDEX on retailer_id takes 11 s), every key 100 s; the
+# primary keys of fact_sales and fact_inventory alone, built in bulk after the load, turn a 5.5 s, 330 MB build into
+# 9 to 11 s and 500 MB. Below the limit keys cost seconds (every key of a --scale 1 run: 3 s). The default dates
+# pass it at about --scale 2; the dimensions and the smaller facts stay far below it.
+AUTO_KEY_ROWS = 1_000_000
+DUCKDB_KEYS = ("auto", "all", "primary", "none")
+
+
+@dataclass(frozen=True)
+class DuckDBKeys:
+    """The keys one DuckDB build declares: ``--duckdb_keys`` applied to the tables' rows."""
+
+    primary: frozenset[str]  # the tables whose primary key is declared
+    foreign: frozenset[str]  # the tables whose foreign keys are declared
+    large: tuple[tuple[str, int], ...] = ()  # auto: (table, rows) over AUTO_KEY_ROWS, whose keys it left out
+
+    def note(self) -> str | None:
+        """What ``auto`` left out and how to get it, in one line; ``None`` if it declared every key."""
+        if not self.large:
+            return None
+        kept = "; its primary key kept, as other tables reference it"
+        tables = ", ".join(f"{t} ({rows:,} rows{kept if t in self.primary else ''})" for t, rows in self.large)
+        return (f"DuckDB keys: --duckdb_keys auto left out the keys of tables over {AUTO_KEY_ROWS:,} rows, whose "
+                f"indexes would take most of the build: {tables}; --duckdb_keys all declares every key, more slowly")
+
+
+def choose_keys(mode: str, rows: Mapping[str, int]) -> DuckDBKeys:
+    """The keys ``--duckdb_keys mode`` declares for tables of these ``rows``: deterministic, from the rows alone.
+
+    ``auto``: every key of each table of at most ``AUTO_KEY_ROWS`` rows; of a larger table, only a primary key that
+    a declared foreign key references (DuckDB needs it to declare that one).
+    """
+    if mode not in DUCKDB_KEYS:
+        raise ValueError(f"unknown --duckdb_keys {mode!r}; pass one of {', '.join(DUCKDB_KEYS)}")
+    with_pk = {t for t in rows if schema.table(t).primary_key}
+    with_fks = {t for t in rows if schema.table(t).foreign_keys}
+    if mode != "auto":
+        return DuckDBKeys(frozenset(with_pk if mode != "none" else ()), frozenset(with_fks if mode == "all" else ()))
+    small = {t for t in rows if rows[t] <= AUTO_KEY_ROWS}
+    foreign = with_fks & small
+    referenced = {fk.table for t in foreign for fk in schema.table(t).foreign_keys}
+    large = tuple((t, rows[t]) for t in sorted(rows) if t not in small and t in with_pk | with_fks)
+    return DuckDBKeys(frozenset(with_pk & (small | referenced)), frozenset(foreign), large)
+
+
+def parquet_rows(root: Path, tables: list[str]) -> dict[str, int]:
+    """Rows per table, from the Parquet footers: the plan's rows (the sink checks the built file against them)."""
+    return {t: sum(pq.ParquetFile(f).metadata.num_rows for f in parquet_files(root, t)) for t in tables}
+
+
+def build_duckdb(root: Path, tables: list[str], keys: str = "auto", loaders: int | None = None) -> None:
+    """Build ``root/fmcg.duckdb`` within ``DUCKDB_MEMORY_LIMIT`` if it fits, else with DuckDB's default.
+
+    ``keys`` is ``--duckdb_keys`` (see ``choose_keys``); when ``auto`` leaves foreign keys out, one INFO line says
+    which and how to get them.
+    """
     loaders = loaders or min(4, os.cpu_count() or 1)
+    chosen = choose_keys(keys, parquet_rows(root, tables))
+    note = chosen.note()
+    if note:
+        logging.getLogger(__name__).info("%s", note)
     try:
-        _build_duckdb(root, tables, keys, loaders, {"memory_limit": DUCKDB_MEMORY_LIMIT})
+        _build_duckdb(root, tables, chosen, loaders, {"memory_limit": DUCKDB_MEMORY_LIMIT})
     except duckdb.Error as exc:
         if is_disk_full(exc):  # more memory would not help
             raise
@@ -123,46 +185,69 @@ def build_duckdb(root: Path, tables: list[str], keys: str = "all", loaders: int 
             DUCKDB_MEMORY_LIMIT, str(exc).splitlines()[0])
         for f in root.glob(DUCKDB_FILE + "*"):
             f.unlink()
-        _build_duckdb(root, tables, keys, loaders, {})
+        _build_duckdb(root, tables, chosen, loaders, {})
 
 
-def _build_duckdb(root: Path, tables: list[str], keys: str, loaders: int, config: dict) -> None:
-    """``root/fmcg.duckdb`` with every table, its keys and comments, loaded from the Parquet files.
+def _build_duckdb(root: Path, tables: list[str], keys: DuckDBKeys, loaders: int, config: dict) -> None:
+    """``root/fmcg.duckdb`` with every table, the ``keys`` chosen and comments, loaded from the Parquet files.
 
-    ``keys``: ``all`` declares primary and foreign keys, ``primary`` primary keys only, ``none`` no keys.
-    DuckDB enforces and indexes every declared key, which is most of the cost of a large load, so fact
-    tables are loaded by ``loaders`` concurrent connections (a file group each) and get their primary
-    key index built in bulk afterwards. A fact that references another fact (a custom table such as
-    returns of sales lines) is created only once that fact's primary key exists, since DuckDB cannot add
-    a foreign key to a table afterwards.
+    DuckDB enforces and indexes every declared key. A dimension is small and is created with its keys. A fact is
+    created with its foreign keys (if chosen) and gets its primary key index built in bulk once loaded, which is
+    far cheaper than appending every row to it. A fact that references another fact (a custom table such as
+    returns of sales lines) is created only once that fact's primary key exists, since DuckDB cannot add a foreign
+    key to a table afterwards.
     """
-    con = duckdb.connect(str(root / DUCKDB_FILE), config=config)
+    # Row order within a table was never kept (file groups load concurrently) and the checksums ignore it; not
+    # keeping it lets one INSERT write row groups on every thread and leaves the final checkpoint little to do.
+    con = duckdb.connect(str(root / DUCKDB_FILE), config={**config, "preserve_insertion_order": False})
     try:
         order = schema.dependency_order(tables)
-        later = [t for t in order if keys == "all" and schema.table(t).fact_references]
+        later = [t for t in order if t in keys.foreign and schema.table(t).fact_references]
         facts = [t for t in order if schema.table(t).is_fact and t not in later]
         for name in (t for t in order if t not in later):
             tdef = schema.table(name)
-            _create(con, name, primary_key=keys != "none" and not tdef.is_fact, foreign_keys=keys == "all")
+            _create(con, name, keys, primary_key=name in keys.primary and not tdef.is_fact)
             if not tdef.is_fact:
                 con.execute(_insert_sql(name, parquet_files(root, name)))
-        _load_concurrently(con, root, facts, loaders)
-        for name in facts if keys != "none" else ():
-            con.execute(f"ALTER TABLE {name} ADD {schema.table(name).duckdb_primary_key()}")
+        _load(con, root, facts, keys, loaders)
+        for name in facts:
+            _add_primary_key(con, name, keys)
         for name in later:  # each after the facts it references have their primary keys
-            _create(con, name, primary_key=False, foreign_keys=True, fact_keys=True)
-            _load_concurrently(con, root, [name], loaders)
-            con.execute(f"ALTER TABLE {name} ADD {schema.table(name).duckdb_primary_key()}")
+            _create(con, name, keys, primary_key=False, fact_keys=True)
+            _load(con, root, [name], keys, loaders)
+            _add_primary_key(con, name, keys)
         con.execute("CHECKPOINT")
     finally:
         con.close()
 
 
-def _create(con: duckdb.DuckDBPyConnection, name: str, **keys: bool) -> None:
+def _create(con: duckdb.DuckDBPyConnection, name: str, keys: DuckDBKeys, primary_key: bool,
+            fact_keys: bool = False) -> None:
     tdef = schema.table(name)
-    con.execute(tdef.duckdb_ddl(**keys))
-    for stmt in tdef.duckdb_comments():
+    foreign = name in keys.foreign
+    con.execute(tdef.duckdb_ddl(primary_key=primary_key, foreign_keys=foreign, fact_keys=fact_keys))
+    for stmt in tdef.duckdb_comments(declared_foreign_keys=foreign):
         con.execute(stmt)
+
+
+def _add_primary_key(con: duckdb.DuckDBPyConnection, name: str, keys: DuckDBKeys) -> None:
+    if name in keys.primary:
+        con.execute(f"ALTER TABLE {name} ADD {schema.table(name).duckdb_primary_key()}")
+
+
+def _load(con: duckdb.DuckDBPyConnection, root: Path, tables: list[str], keys: DuckDBKeys, loaders: int) -> None:
+    """Append every table's Parquet files.
+
+    A table without foreign keys is one ``INSERT``, which DuckDB runs on all its threads (insertion order is not
+    preserved, so it writes row groups in parallel). A table with foreign keys appends each row to their indexes on
+    the connection that inserts it, so its files are spread over ``loaders`` connections.
+    """
+    keyed = [t for t in tables if t in keys.foreign]
+    for name in tables:
+        if name not in keyed:
+            con.execute(_insert_sql(name, parquet_files(root, name)))
+    if keyed:
+        _load_concurrently(con, root, keyed, loaders)
 
 
 def _load_concurrently(con: duckdb.DuckDBPyConnection, root: Path, tables: list[str], loaders: int) -> None:
