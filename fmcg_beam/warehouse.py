@@ -26,7 +26,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.metrics import Metrics
 
-from fmcg_beam import columns, schema
+from fmcg_beam import checksums, columns, schema
+from fmcg_beam.checksums import checksum_sql
 from fmcg_beam.faults import is_disk_full
 from fmcg_beam.outdir import DUCKDB_FILE, PARQUET_DIR
 
@@ -34,13 +35,17 @@ PARQUET_COMPRESSION = "snappy"
 PARQUET_ROW_GROUP = 1_000_000
 
 
-def write_parquet(batch: pa.RecordBatch, path: Path) -> None:
-    """Write one batch as one Parquet file, atomically (a retried shard overwrites, never duplicates)."""
+def write_parquet(batch: pa.RecordBatch, path: Path, metadata: dict[bytes, bytes] | None = None) -> None:
+    """Write one batch as one Parquet file, atomically (a retried shard overwrites, never duplicates).
+
+    ``metadata`` goes into the file's key-value metadata (a shard's count and checksum, ``fmcg_beam.checksums``).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    pq.write_table(
-        pa.Table.from_batches([batch]), tmp, compression=PARQUET_COMPRESSION, row_group_size=PARQUET_ROW_GROUP
-    )
+    table = pa.Table.from_batches([batch])
+    if metadata:
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}), **metadata})
+    pq.write_table(table, tmp, compression=PARQUET_COMPRESSION, row_group_size=PARQUET_ROW_GROUP)
     os.replace(tmp, path)
 
 
@@ -63,7 +68,7 @@ class WriteParquetShardFn(beam.DoFn):
         table, shard_id, batch = element
         started = time.perf_counter()
         path = Path(self.root) / PARQUET_DIR / table / f"{shard_id}.parquet"
-        write_parquet(batch, path)
+        write_parquet(batch, path, checksums.metadata(batch))
         files, msecs = self._metrics(table)
         msecs.inc(int((time.perf_counter() - started) * 1000))
         files.inc()
@@ -100,7 +105,8 @@ def ensure_parquet(root: Path, table: str) -> None:
     """A table with no rows still gets a (empty) Parquet file, so every table is readable."""
     folder = root / PARQUET_DIR / table
     if not any(folder.glob("*.parquet")):
-        write_parquet(columns.empty_batch(schema.table(table)), folder / f"{table}-empty.parquet")
+        empty = columns.empty_batch(schema.table(table))
+        write_parquet(empty, folder / f"{table}-empty.parquet", checksums.metadata(empty))
 
 
 # DuckDB's own default is 80% of RAM; the key indexes of a large run would take it. A bounded build
@@ -284,18 +290,34 @@ def _insert_sql(table: str, paths: list[str]) -> str:
     return f"INSERT INTO {table} SELECT {cols} FROM {read_parquet_sql(paths)}"
 
 
-def checksum_sql(relation: str) -> str:
-    """Row count and an order-independent content checksum (sum of row hashes) of a relation."""
-    return f"SELECT count(*), coalesce(sum(hash(t)::HUGEINT), 0)::VARCHAR FROM {relation} AS t"
-
-
 def table_stats(con: duckdb.DuckDBPyConnection, relation: str) -> tuple[int, str]:
     rows, digest = con.execute(checksum_sql(relation)).fetchone()
     return int(rows), str(digest)
 
 
+def recorded_stats(root: Path, tables: list[str]) -> dict[str, tuple[int, str]]:
+    """Rows and checksum of every table from its files' footers, where each shard recorded them on its worker.
+
+    A table with a file that records none (written by something else) is scanned instead.
+    """
+    out = {t: checksums.files_stats(parquet_files(root, t)) for t in tables}
+    missing = [t for t, stats in out.items() if stats is None]
+    return {**out, **(parquet_stats(root, missing) if missing else {})}
+
+
+def duckdb_counts(path: Path, tables: list[str]) -> dict[str, int]:
+    """Rows of every table in the DuckDB file at ``path`` (from DuckDB's metadata: no scan)."""
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        return {t: int(con.execute(f"SELECT count(*) FROM {t}").fetchone()[0]) for t in tables}
+    finally:
+        con.close()
+
+
 def parquet_stats(root: Path, tables: list[str]) -> dict[str, tuple[int, str]]:
+    """Rows and checksum of every table, from a scan of its Parquet files."""
     con = duckdb.connect()
+    con.execute("SET enable_progress_bar = false")
     try:
         out = {}
         for name in tables:
@@ -309,6 +331,7 @@ def parquet_stats(root: Path, tables: list[str]) -> dict[str, tuple[int, str]]:
 def duckdb_stats(path: Path, tables: list[str]) -> dict[str, tuple[int, str]]:
     """Rows and checksum of every table in the DuckDB file at ``path``."""
     con = duckdb.connect(str(path), read_only=True)
+    con.execute("SET enable_progress_bar = false")
     try:
         return {t: table_stats(con, t) for t in tables}
     finally:

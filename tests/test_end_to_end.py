@@ -175,6 +175,20 @@ def test_manifest_is_valid_json_with_checksums(warehouse):
     assert all(v["checksum"] and v["rows"] == v["expected_rows"] for v in m["tables"].values())
 
 
+def test_checksums_summed_from_the_shards_equal_a_scan_of_the_warehouse(warehouse):
+    """Each shard's count and checksum, computed on its worker, add up to a scan of every row afterwards."""
+    from fmcg_beam import checksums
+    from fmcg_beam import warehouse as wh
+
+    recorded = {t: (v["rows"], v["checksum"]) for t, v in json.loads((warehouse / "manifest.json").read_text())[
+        "tables"].items()}
+    tables = list(recorded)
+    root = (warehouse / "parquet").resolve().parent
+    assert all(checksums.file_stats(f) is not None for t in tables for f in wh.parquet_files(root, t))
+    assert wh.duckdb_stats(warehouse / "fmcg.duckdb", tables) == recorded
+    assert wh.parquet_stats(root, tables) == recorded
+
+
 def test_duckdb_build_that_runs_out_of_memory_is_retried_unbounded(warehouse, tmp_path, monkeypatch):
     from fmcg_beam import warehouse as wh
 
