@@ -4,7 +4,7 @@ What a run writes into its staging folder (see ``fmcg_beam.outdir`` for how
 that folder becomes ``--output_dir``'s warehouse, atomically)::
 
     fmcg.duckdb                    every table, with comments and the keys --duckdb_keys declares
-    parquet/<table>/*.parquet      the generated shards
+    parquet/<table>/*.parquet      the generated shards, each with its row count and checksum in its footer
     manifest.json                  options, version, rows and checksum per table
 """
 
