@@ -177,10 +177,16 @@ def build_duckdb(root: Path, tables: list[str], keys: str = "auto", loaders: int
     which and how to get them.
     """
     loaders = loaders or min(4, os.cpu_count() or 1)
-    chosen = choose_keys(keys, parquet_rows(root, tables))
+    rows = parquet_rows(root, tables)
+    chosen = choose_keys(keys, rows)
     note = chosen.note()
     if note:
         logging.getLogger(__name__).info("%s", note)
+    if any(rows[t] > AUTO_KEY_ROWS for t in chosen.foreign):
+        # The foreign-key indexes of a large table do not fit the limit (at scale 20, --duckdb_keys all failed
+        # within it every time, once as a fatal "corrupted ART index", and was redone 70 s later): no limit.
+        _build_duckdb(root, tables, chosen, loaders, {})
+        return
     try:
         _build_duckdb(root, tables, chosen, loaders, {"memory_limit": DUCKDB_MEMORY_LIMIT})
     except duckdb.Error as exc:
