@@ -111,22 +111,26 @@ class LocalSink(Sink):
         return warehouse.WriteParquet(tables, self.stage)
 
     def finish(self, plan, counters) -> Written:
-        for table in plan.tables:
+        tables = list(plan.tables)
+        for table in tables:
             warehouse.ensure_parquet(self.stage, table)
-        if self.settings.sink == "duckdb":
-            rows = sum(plan.rows.values())
-            if rows >= NOTE_DUCKDB_ROWS:  # the progress display has ended; say what the next seconds are for
-                log.info("building %s from %s rows", outdir.DUCKDB_FILE, f"{rows:,}")
-            warehouse.build_duckdb(self.stage, list(plan.tables), keys=self.settings.duckdb_keys)
         # Each shard's count and checksum were computed on its worker and kept in its file's footer.
-        stats = warehouse.recorded_stats(self.stage, list(plan.tables))
-        if self.settings.sink == "duckdb":  # the DuckDB file holds every row of the files it was built from
-            loaded = warehouse.duckdb_counts(self.stage / outdir.DUCKDB_FILE, list(plan.tables))
-            check_counts(plan, loaded)
-        check_counts(plan, {t: rows for t, (rows, _) in stats.items()})
+        stats = warehouse.recorded_stats(self.stage, tables)
+        rows = {t: n for t, (n, _) in stats.items()}
+        check_counts(plan, rows)
+        if self.settings.sink == "duckdb":
+            self._build_duckdb(plan, rows)
         outdir.write_manifest(self.stage, self._manifest(plan, stats))
         self.out.commit(self.stage)
         return stats
+
+    def _build_duckdb(self, plan, rows: dict[str, int]) -> None:
+        """The DuckDB file, from the Parquet files whose ``rows`` the plan's counts have been checked against."""
+        if sum(rows.values()) >= NOTE_DUCKDB_ROWS:  # the progress display has ended; say what the next seconds are for
+            log.info("building %s from %s rows", outdir.DUCKDB_FILE, f"{sum(rows.values()):,}")
+        warehouse.build_duckdb(self.stage, list(plan.tables), keys=self.settings.duckdb_keys, rows=rows)
+        # The DuckDB file holds every row of the files it was built from.
+        check_counts(plan, warehouse.duckdb_counts(self.stage / outdir.DUCKDB_FILE, list(plan.tables)))
 
     def _manifest(self, plan, stats: Written) -> dict:
         return {

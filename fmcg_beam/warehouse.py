@@ -170,14 +170,15 @@ def parquet_rows(root: Path, tables: list[str]) -> dict[str, int]:
     return {t: sum(pq.ParquetFile(f).metadata.num_rows for f in parquet_files(root, t)) for t in tables}
 
 
-def build_duckdb(root: Path, tables: list[str], keys: str = "auto", loaders: int | None = None) -> None:
+def build_duckdb(root: Path, tables: list[str], keys: str = "auto", loaders: int | None = None,
+                 rows: Mapping[str, int] | None = None) -> None:
     """Build ``root/fmcg.duckdb`` within ``DUCKDB_MEMORY_LIMIT`` if it fits, else with DuckDB's default.
 
     ``keys`` is ``--duckdb_keys`` (see ``choose_keys``); when ``auto`` leaves foreign keys out, one INFO line says
-    which and how to get them.
+    which and how to get them. ``rows`` per table, if the caller has read them already, else from the footers.
     """
     loaders = loaders or min(4, os.cpu_count() or 1)
-    rows = parquet_rows(root, tables)
+    rows = parquet_rows(root, tables) if rows is None else rows
     chosen = choose_keys(keys, rows)
     note = chosen.note()
     if note:
