@@ -46,6 +46,19 @@ def step(table: str, name: str) -> str:
     return f"{table}/{name}"
 
 
+class TableCounters:
+    """Beam counters of one table (their namespace) by name, made on first use: one DoFn serves many tables."""
+
+    def __init__(self, *names: str):
+        self.names = names
+        self._made: dict[str, tuple] = {}
+
+    def __call__(self, table: str) -> tuple:
+        if table not in self._made:
+            self._made[table] = tuple(Metrics.counter(table, name) for name in self.names)
+        return self._made[table]
+
+
 class GenerateShardFn(beam.DoFn):
     """Generates one shard of any of ``tables`` as a ``RecordBatch``.
 
@@ -58,16 +71,10 @@ class GenerateShardFn(beam.DoFn):
         self.ctx = ctx
         self.progress = progress
         self._lookups: Lookups | None = None
-        self._counters: dict[str, tuple] = {}
+        self._metrics = TableCounters("rows", "generate_msecs")
 
     def setup(self) -> None:
         self._lookups = None
-        self._counters = {}
-
-    def _metrics(self, table: str) -> tuple:
-        if table not in self._counters:
-            self._counters[table] = (Metrics.counter(table, "rows"), Metrics.counter(table, "generate_msecs"))
-        return self._counters[table]
 
     def process(self, shard: Shard, dimensions: Iterable[ShardBatch] = ()) -> Iterator[ShardBatch]:
         gen = GENERATORS[shard.table]

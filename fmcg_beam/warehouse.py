@@ -24,12 +24,12 @@ import apache_beam as beam
 import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
-from apache_beam.metrics import Metrics
 
 from fmcg_beam import checksums, columns, schema
 from fmcg_beam.checksums import checksum_sql
 from fmcg_beam.faults import is_disk_full
 from fmcg_beam.outdir import DUCKDB_FILE, PARQUET_DIR
+from fmcg_beam.pipeline import TableCounters
 
 PARQUET_COMPRESSION = "snappy"
 PARQUET_ROW_GROUP = 1_000_000
@@ -54,15 +54,7 @@ class WriteParquetShardFn(beam.DoFn):
 
     def __init__(self, root: str):
         self.root = root
-        self._counters: dict[str, tuple] = {}
-
-    def setup(self) -> None:
-        self._counters = {}
-
-    def _metrics(self, table: str) -> tuple:
-        if table not in self._counters:
-            self._counters[table] = (Metrics.counter(table, "parquet_files"), Metrics.counter(table, "write_msecs"))
-        return self._counters[table]
+        self._metrics = TableCounters("parquet_files", "write_msecs")
 
     def process(self, element: tuple[str, str, pa.RecordBatch]) -> Iterator[str]:
         table, shard_id, batch = element
