@@ -26,7 +26,7 @@ import datetime as dt
 import math
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Callable
+from typing import Callable, Optional
 
 import numpy as np
 
@@ -54,6 +54,8 @@ class Context:
     scale: float
     start: dt.date
     end: dt.date
+    # The days whose facts this run writes, when not the whole period (an increment, ``--mode incremental``).
+    facts: Optional[tuple[dt.date, dt.date]] = None
 
     @property
     def start_day(self) -> int:
@@ -61,10 +63,23 @@ class Context:
 
     @property
     def end_day(self) -> int:
+        """The warehouse's last day: the 'as of' day of the dimensions' status columns."""
         return timeline.day_number(self.end)
 
     @property
+    def fact_window(self) -> tuple[int, int]:
+        """The first and last day whose facts this run writes (day numbers)."""
+        first, last = self.facts or (self.start, self.end)
+        return timeline.day_number(first), timeline.day_number(last)
+
+    @property
     def days(self) -> np.ndarray:
+        """The days whose facts this run writes: the period, or an increment's days."""
+        return timeline.days_between(*(self.facts or (self.start, self.end)))
+
+    @property
+    def period_days(self) -> np.ndarray:
+        """Every day of the warehouse's period (the date dimension's rows)."""
         return timeline.days_between(self.start, self.end)
 
     def member_count(self, base: int, minimum: int) -> int:

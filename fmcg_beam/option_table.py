@@ -136,9 +136,14 @@ def _scale_regex() -> str:
 
 
 def _date_regex() -> str:
-    """YYYY-MM-DD in the years of the supported period (the CLI checks the exact days)."""
+    """YYYY-MM-DD in the years of the supported period (the CLI checks the exact days), or a day relative to
+    the launch day: ``today``, ``yesterday``, ``today-N``."""
     years = "|".join(str(y) for y in range(timeline.PERIOD_MIN.year, timeline.PERIOD_MAX.year + 1))
-    return rf"^(?:{years})-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01])$"
+    return rf"^(?:(?:{years})-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01])|today|yesterday|today-[0-9]{{1,4}})$"
+
+
+def _bool_regex() -> str:
+    return r"^(?:true|false)$"
 
 
 def _tables_regex(with_plugins: bool = False) -> str:
@@ -156,6 +161,8 @@ def _tables_regex(with_plugins: bool = False) -> str:
 
 
 _PERIOD = f"between {timeline.PERIOD_MIN} and {timeline.PERIOD_MAX}"
+_RELATIVE = (f"; or yesterday, today or today-N (N days before today), resolved once at launch in "
+             f"{timeline.LAUNCH_TIMEZONE} time")
 _LOCAL_ONLY = "the template always writes BigQuery: main.py adds --sink bigquery on Dataflow"
 
 OPTIONS: tuple[Option, ...] = (
@@ -172,14 +179,34 @@ OPTIONS: tuple[Option, ...] = (
            # Narrower than the CLI's 0..2**63-1: a regex cannot say "at most 2**63-1" briefly.
            template=Param("Random seed", rule="A whole number of at most 18 digits", regex=r"^[0-9]{1,18}$")),
     Option("start_date", dt.date, timeline.DEFAULT_START, example="2023-01-01",
-           help=f"First day of the fact tables (inclusive), as YYYY-MM-DD {_PERIOD}.",
-           fix="pass a date as YYYY-MM-DD, e.g. --start_date 2023-01-01",
+           help=f"First day of the fact tables (inclusive), as YYYY-MM-DD {_PERIOD}{_RELATIVE}. With --mode "
+                "incremental, the first day of the increment.",
+           fix="pass a date as YYYY-MM-DD, yesterday or today-N, e.g. --start_date 2023-01-01",
            template=Param("First day of the facts", regex=_date_regex)),
     Option("end_date", dt.date, timeline.DEFAULT_END, example="2025-12-31",
            help=f"Last day of the fact tables (inclusive) and the 'as of' day of status columns, as YYYY-MM-DD "
-                f"{_PERIOD}, on or after the start date.",
-           fix="pass a date as YYYY-MM-DD on or after --start_date, e.g. --end_date 2025-12-31",
+                f"{_PERIOD}, on or after the start date{_RELATIVE}. With --mode incremental, the last day of "
+                "the increment.",
+           fix="pass a date as YYYY-MM-DD, yesterday or today-N on or after --start_date, e.g. --end_date 2025-12-31",
            template=Param("Last day of the facts", regex=_date_regex)),
+    Option("mode", Literal["full", "incremental"], "full", example="incremental",
+           help="full: build the warehouse for --start_date..--end_date, replacing what was there. incremental: "
+                "add (or replace) the facts dated --start_date..--end_date in an existing warehouse, and bring "
+                "its dimensions up to --end_date; the result equals a full run over the whole period.",
+           template=Param("Run mode", enum={
+               "full": ("Full load", "Build every table for the period, replacing the dataset's tables"),
+               "incremental": ("Increment", "Add the facts of the given days to the dataset and update its "
+                                            "dimensions to the last day")})),
+    Option("allow_gap", bool, False, example="true",
+           help="With --mode incremental: accept an increment that starts after the day following the "
+                "warehouse's last day (the days between stay without facts).",
+           fix="pass --allow_gap true or false",
+           template=Param("Allow a gap before the increment", rule="true or false", regex=_bool_regex)),
+    Option("fail_on_quality_error", bool, True, example="false", manifest=False,
+           help="Exit non-zero when a quality check of the written warehouse fails (the report is written "
+                "either way).",
+           fix="pass --fail_on_quality_error true or false",
+           template=Param("Fail on a quality error", rule="true or false", regex=_bool_regex)),
     Option("sink", Literal["duckdb", "parquet", "bigquery"], "duckdb", example="parquet",
            help="duckdb (Parquet files plus a DuckDB warehouse built from them), parquet (files only) or "
                 "bigquery (load a BigQuery dataset).",
@@ -263,6 +290,8 @@ BY_NAME: dict[str, Option] = {o.name: o for o in OPTIONS}
 
 
 def template_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 

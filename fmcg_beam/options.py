@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import difflib
+import logging
 import math
 import os
 import re
@@ -44,6 +45,16 @@ __all__ = ["DATASET_PATTERN", "DATE_PATTERN", "DEFAULT_ROWS_PER_SHARD", "DIRECT_
            "version_text"]
 
 DATE_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"  # only YYYY-MM-DD (date.fromisoformat alone takes 2024-W01-1, 20240105)
+RELATIVE_DATE_PATTERN = r"^(?:today|yesterday|today-(?P<days>[0-9]{1,4}))$"
+
+
+def relative_date(text: str) -> Optional[dt.date]:
+    """The day ``today``, ``yesterday`` or ``today-N`` names, in the launch time zone; None for other text."""
+    m = re.fullmatch(RELATIVE_DATE_PATTERN, text.strip().lower())
+    if m is None:
+        return None
+    back = 1 if m.group(0) == "yesterday" else int(m.group("days") or 0)
+    return timeline.launch_today() - dt.timedelta(days=back)
 # Beam takes a runner name in any case, without its "Runner" suffix, or fully qualified (apache_beam.runners...),
 # and so does fmcg-beam for the remote runners; the local ones must be spelt exactly, because only those spellings
 # run on the in-process FnApiRunner (any other spelling of DirectRunner would make Beam download the Prism runner).
@@ -52,6 +63,7 @@ _EXACT_RUNNERS = ("DirectRunner", "FnApiRunner")
 _RUNNER_NAMES = {name.lower(): name for name in RUNNERS}
 _RUNNER_NAMES.update({path: path.rsplit(".", 1)[-1] for path in StandardOptions.ALL_KNOWN_RUNNERS
                       if path.rsplit(".", 1)[-1] in RUNNERS})
+log = logging.getLogger(__name__)
 _DEFAULT_NAME_MAX = 255  # a file name's limit in bytes where the file system does not say (NAME_MAX)
 
 
@@ -119,6 +131,9 @@ class _Rules(BaseModel):
     @classmethod
     def _iso_date(cls, v: Any) -> Any:
         if isinstance(v, str):
+            relative = relative_date(v)
+            if relative is not None:
+                return relative
             if not re.fullmatch(DATE_PATTERN, v.strip()):
                 cls._bad_date(v)
             try:
@@ -129,7 +144,7 @@ class _Rules(BaseModel):
 
     @staticmethod
     def _bad_date(v: str) -> None:
-        raise ValueError(f"{v!r} is not a calendar date in the form YYYY-MM-DD")
+        raise ValueError(f"{v!r} is not a calendar date in the form YYYY-MM-DD (or yesterday, today, today-N)")
 
     @field_validator("start_date", "end_date", check_fields=False)
     @classmethod
@@ -217,6 +232,13 @@ class _Rules(BaseModel):
     def _consistent(self) -> "_Rules":
         if self.end_date < self.start_date:
             raise _field_error("end_date", f"{self.end_date} is before --start_date {self.start_date}")
+        if self.mode == "incremental" and self.tables is not None:
+            raise _field_error("tables", "cannot be combined with --mode incremental, which updates every table of "
+                                         "the warehouse; leave --tables out")
+        if self.mode == "incremental" and self.sink == "bigquery" and self.bq_write_method == "STREAMING_INSERTS":
+            raise _field_error("bq_write_method", "STREAMING_INSERTS cannot replace the increment's days exactly "
+                                                  "once (a retried insert duplicates rows); pass --bq_write_method "
+                                                  "FILE_LOADS with --mode incremental")
         on_dataflow = (self.runner or "").lower() in ("dataflowrunner", "dataflow")
         if on_dataflow and self.sink != "bigquery":
             raise _field_error("sink", f"--sink {self.sink} writes local files, which a Dataflow job cannot; "
@@ -385,7 +407,13 @@ def resolve(argv: list[str], environ: Optional[dict[str, str]] = None) -> Settin
         var = next((name for name in o.env_vars if environ.get(name, "") != ""), None)
         if var is not None:
             values[o.name], sources[o.name] = environ[var], var
-    return settings_from(values, sources)
+    settings = settings_from(values, sources)
+    for name in ("start_date", "end_date"):
+        given = values.get(name)
+        if isinstance(given, str) and relative_date(given) is not None:
+            log.info("%s %s is %s (%s)", sources[name], given.strip(), getattr(settings, name),
+                     timeline.LAUNCH_TIMEZONE)
+    return settings
 
 
 def help_parser() -> argparse.ArgumentParser:

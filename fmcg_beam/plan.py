@@ -22,6 +22,7 @@ its schema stops the run with one line (``PluginError``, exit code 2).
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 
 from fmcg_beam import schema
@@ -30,9 +31,25 @@ from fmcg_beam.generators import GENERATORS, Context, Lookups, Shard, group_shar
 from fmcg_beam.options import Settings
 
 
-def context(settings: Settings) -> Context:
-    """What the generators of this run depend on."""
-    return Context(settings.seed, settings.scale, settings.start_date, settings.end_date)
+@dataclass(frozen=True)
+class Base:
+    """The warehouse an increment (``--mode incremental``) adds to: its period and its tables."""
+
+    start: dt.date
+    end: dt.date
+    tables: tuple[str, ...]
+
+
+def context(settings: Settings, base: Base | None = None) -> Context:
+    """What the generators of this run depend on.
+
+    An increment's dimensions are those of a full run over the warehouse's whole period, up to the later of
+    its last day and ``--end_date``; its facts are those of ``--start_date``..``--end_date`` only.
+    """
+    if base is None:
+        return Context(settings.seed, settings.scale, settings.start_date, settings.end_date)
+    return Context(settings.seed, settings.scale, base.start, max(base.end, settings.end_date),
+                   facts=(settings.start_date, settings.end_date))
 
 
 def tables_for(requested: tuple[str, ...] | None) -> list[str]:
@@ -65,11 +82,16 @@ class Plan:
     shards: dict[str, list[Shard]]
     rows: dict[str, int]
 
+    @property
+    def increment(self) -> tuple[dt.date, dt.date] | None:
+        """The first and last day of an increment's facts; None for a full run."""
+        return self.context.facts
 
-def plan(settings: Settings) -> Plan:
-    """The tables, shards and row counts of the run ``settings`` describes."""
-    ctx = context(settings)
-    tables = tables_for(settings.tables)
+
+def plan(settings: Settings, base: Base | None = None) -> Plan:
+    """The tables, shards and row counts of the run ``settings`` describes (an increment of ``base``)."""
+    ctx = context(settings, base)
+    tables = tables_for(base.tables if base is not None else settings.tables)
     needs = sorted({d for t in tables for d in GENERATORS[t].needs})
     lookups = dimension_lookups(ctx, needs) if needs else None
     shards: dict[str, list[Shard]] = {}
@@ -86,6 +108,6 @@ def plan(settings: Settings) -> Plan:
     return Plan(ctx, tuple(tables), shards, rows)
 
 
-def expected_counts(settings: Settings) -> dict[str, int]:
-    """Rows every table of the run will have."""
-    return plan(settings).rows
+def expected_counts(settings: Settings, base: Base | None = None) -> dict[str, int]:
+    """Rows every table of the run will have (of an increment: its facts' days, its whole dimensions)."""
+    return plan(settings, base).rows

@@ -176,16 +176,19 @@ def run(settings: Settings, beam_argv: list[str] | None = None, wait: bool = Tru
     """Generate and write the warehouse; ``wait=False`` returns once a remote job is submitted."""
     started = time.perf_counter()
     beam_argv = list(beam_argv or [])
-    plan = planning.plan(settings)
-    planned = time.perf_counter()
-    options = pipeline_options(beam_argv, sum(plan.rows.values()))
-    gcp = options.view_as(GoogleCloudOptions)
-    gcp.project = gcp.project or settings.project  # a project or temp location from FMCG_* variables
-    gcp.temp_location = gcp.temp_location or settings.temp_location
-    runner = local_runner(options)
-    sink = sinks.create(settings, wait=wait or runner is not None)  # a local runner always waits
+    options = PipelineOptions(beam_argv)
+    runner_given = options.view_as(StandardOptions).runner in LOCAL_RUNNERS
+    sink = sinks.create(settings, wait=wait or runner_given)  # a local runner always waits
     report = RunReport(settings)
     try:
+        # An increment extends the warehouse the sink holds: refused (exit 2) before anything is written.
+        plan = planning.plan(settings, sink.base() if settings.mode == "incremental" else None)
+        planned = time.perf_counter()
+        options = pipeline_options(beam_argv, sum(plan.rows.values()))
+        gcp = options.view_as(GoogleCloudOptions)
+        gcp.project = gcp.project or settings.project  # a project or temp location from FMCG_* variables
+        gcp.temp_location = gcp.temp_location or settings.temp_location
+        runner = local_runner(options)
         sink.prepare(plan)
         with progress.local_run(plan, enabled=runner is not None) as progress_path:
             p = pipeline.build(plan, options, sink.write, runner, spread=spreads(options, runner),

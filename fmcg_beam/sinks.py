@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import shutil
 from pathlib import Path
 from typing import Callable, ContextManager, Optional
 
 import apache_beam as beam
 
-from fmcg_beam import __version__, outdir, warehouse
+from fmcg_beam import __version__, increments, outdir, warehouse
+from fmcg_beam import plan as planning
 from fmcg_beam.options import Settings
 
 log = logging.getLogger(__name__)
@@ -49,6 +51,12 @@ class Sink:
     def where(self) -> str:
         """The destination, for messages: a directory, or ``project:dataset``."""
         raise NotImplementedError
+
+    def base(self) -> "planning.Base":
+        """The warehouse an increment (``--mode incremental``) extends; ``increments.IncrementRefused`` if none
+        fits (see ``fmcg_beam.increments``)."""
+        raise increments.IncrementRefused(f"--mode incremental: --sink {self.settings.sink} cannot add to a "
+                                          "warehouse; pass --mode full")
 
     def prepare(self, plan) -> None:
         raise NotImplementedError
@@ -79,6 +87,13 @@ def check_counts(plan, written: dict[str, int]) -> None:
         raise RuntimeError(f"row counts differ from the plan (written, expected): {mismatched}")
 
 
+def plan_rows(tables: list[str], rows: dict[str, int]):
+    """A stand-in plan whose expected rows are ``rows`` (to check a destination against known counts)."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(tables=tuple(tables), rows=rows)
+
+
 def set_state(exc: BaseException, state: str) -> None:
     """Attach ``warehouse_state`` (what the destination holds now, in words) to ``exc``."""
     try:
@@ -98,13 +113,39 @@ class LocalSink(Sink):
         self.out = outdir.OutputDir(Path(settings.output_dir))
         self.had_warehouse = outdir.has_warehouse(self.out.target)
         self.stage: Optional[Path] = None
+        self.previous: Optional[dict] = None  # the current warehouse's record (an increment's base)
+        self.expected: Optional[dict[str, int]] = None  # an increment's: the rows of the whole warehouse
+        self._open = False
 
     @property
     def where(self) -> str:
         return str(self.out.target)
 
+    def _enter(self) -> None:
+        if not self._open:
+            self.out.__enter__()
+            self._open = True
+
+    def base(self) -> planning.Base:
+        """The warehouse an increment extends, read under the directory's lock (``increments.check``)."""
+        manifest = None
+        if self.had_warehouse:
+            self._enter()
+            current = self.out.current()
+            manifest = outdir.read_manifest(current / outdir.MANIFEST) if current is not None else None
+        if manifest is not None:
+            self.previous = manifest.get("warehouse") or {"release": manifest.get("version")}
+            if manifest.get("sink") != self.settings.sink and "period" in self.previous:
+                raise increments.IncrementRefused(
+                    f"--sink: {self.where} was built with --sink {manifest.get('sink')}; pass --sink "
+                    f"{manifest.get('sink')} to add to it")
+        s = self.settings
+        full = (f"python -m fmcg_beam --output_dir {self.where} --seed {s.seed} --scale {s.scale:g} "
+                f"--start_date FIRST_DAY --end_date {s.end_date}")
+        return increments.check(s, self.previous, self.where, full)
+
     def prepare(self, plan) -> None:
-        self.out.__enter__()
+        self._enter()
         self.stage = self.out.new_staging()
 
     def write(self, tables: list[str]) -> beam.PTransform:
@@ -112,16 +153,56 @@ class LocalSink(Sink):
 
     def finish(self, plan, counters) -> Written:
         tables = list(plan.tables)
-        for table in tables:
-            warehouse.ensure_parquet(self.stage, table)
-        # Each shard's count and checksum were computed on its worker and kept in its file's footer.
-        stats = warehouse.recorded_stats(self.stage, tables)
-        rows = {t: n for t, (n, _) in stats.items()}
-        check_counts(plan, rows)
-        if self.settings.sink == "duckdb":
-            self._build_duckdb(plan, rows)
+        if plan.increment is not None:
+            stats = self._finish_increment(plan)
+        else:
+            for table in tables:
+                warehouse.ensure_parquet(self.stage, table)
+            # Each shard's count and checksum were computed on its worker and kept in its file's footer.
+            stats = warehouse.recorded_stats(self.stage, tables)
+            rows = {t: n for t, (n, _) in stats.items()}
+            check_counts(plan, rows)
+            if self.settings.sink == "duckdb":
+                self._build_duckdb(plan, rows)
         outdir.write_manifest(self.stage, self._manifest(plan, stats))
         self.out.commit(self.stage)
+        return stats
+
+    def _finish_increment(self, plan) -> Written:
+        """The new generation: the current one's files outside the increment's days, the increment's files, and
+        a copy of its DuckDB file brought to them in one transaction; checked against a full run's counts."""
+        tables = list(plan.tables)
+        current = self.out.current()
+        if current is None:
+            raise RuntimeError(f"the warehouse in {self.where} went missing during the increment")
+        added = {t: warehouse.parquet_files(self.stage, t) for t in tables}
+        written = {t: stats[0] for t, stats in warehouse.recorded_stats(self.stage, tables).items()}
+        check_counts(plan, written)
+        window = plan.context.fact_window
+        dropped = warehouse.merge_parquet(current, self.stage, tables, window)
+        stats = warehouse.recorded_stats(self.stage, tables)
+        rows = {t: n for t, (n, _) in stats.items()}
+        record = increments.record(self.settings, plan.tables, self.previous)
+        self.expected = rows
+        if not record["gaps"]:  # the warehouse now equals a full run over its period: so must its counts
+            full = self.settings.model_copy(update={"mode": "full", "start_date": plan.context.start,
+                                                    "end_date": plan.context.end})
+            self.expected = planning.plan(full, None).rows
+            check_counts(plan_rows(tables, self.expected), rows)
+        if self.settings.sink == "duckdb":
+            db = self.stage / outdir.DUCKDB_FILE
+            shutil.copyfile(current / outdir.DUCKDB_FILE, db)
+            try:
+                warehouse.apply_increment(db, self.stage, tables, window, added)
+            except warehouse.NotInPlace as exc:
+                log.info("rebuilding %s from the Parquet files: %s", outdir.DUCKDB_FILE, exc)
+                for f in self.stage.glob(outdir.DUCKDB_FILE + "*"):
+                    f.unlink()
+                self._build_duckdb(plan_rows(tables, rows), rows)
+            check_counts(plan_rows(tables, rows), warehouse.duckdb_counts(db, tables))
+        replaced = sum(dropped.values())
+        log.info("increment %s..%s: %s rows added to the facts (%s replaced), dimensions as of %s",
+                 *plan.increment, f"{sum(written[t] for t in dropped):,}", f"{replaced:,}", plan.context.end)
         return stats
 
     def _build_duckdb(self, plan, rows: dict[str, int]) -> None:
@@ -138,7 +219,8 @@ class LocalSink(Sink):
             "version": __version__,
             "options": self.settings.model_dump(mode="json"),
             "sink": self.settings.sink,
-            "tables": {t: {"rows": rows, "expected_rows": plan.rows[t], "checksum": checksum}
+            "warehouse": increments.record(self.settings, plan.tables, self.previous),
+            "tables": {t: {"rows": rows, "expected_rows": (self.expected or plan.rows)[t], "checksum": checksum}
                        for t, (rows, checksum) in stats.items()},
         }
 
@@ -149,7 +231,8 @@ class LocalSink(Sink):
         return exc
 
     def close(self) -> None:
-        self.out.__exit__(None, None, None)
+        if self._open:
+            self.out.__exit__(None, None, None)
 
 
 def _bigquery(settings: Settings, wait: bool = True) -> Sink:

@@ -36,6 +36,8 @@ LIFECYCLE_END = dt.date(2025, 12, 31)
 ANCHOR_START = dt.date(2014, 1, 1)
 DEFAULT_START = dt.date(2023, 1, 1)
 DEFAULT_END = dt.date(2025, 12, 31)
+# --start_date yesterday / today-N are days of the company's calendar, in Philippine time.
+LAUNCH_TIMEZONE = "Asia/Manila"
 
 _ECONOMY = reference.economy()
 INFLATION_PER_YEAR = float(_ECONOMY["inflation_per_year"])
@@ -48,6 +50,13 @@ PAYDAY_BOOST = float(_ECONOMY["payday_boost"])
 # (first day, last day, demand factor) of each demand shock.
 DEMAND_SHOCKS = tuple((dt.date.fromisoformat(s["from"]), dt.date.fromisoformat(s["to"]), float(s["factor"]))
                       for s in _ECONOMY["demand_shocks"])
+
+
+def launch_today() -> dt.date:
+    """Today in ``LAUNCH_TIMEZONE``: what relative dates (``yesterday``, ``today-N``) count from."""
+    from zoneinfo import ZoneInfo
+
+    return dt.datetime.now(ZoneInfo(LAUNCH_TIMEZONE)).date()
 
 
 def day_number(d: dt.date) -> int:

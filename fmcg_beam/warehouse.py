@@ -3,9 +3,14 @@
 What a run writes into its staging folder (see ``fmcg_beam.outdir`` for how
 that folder becomes ``--output_dir``'s warehouse, atomically)::
 
-    fmcg.duckdb                    every table, with comments and the keys --duckdb_keys declares
-    parquet/<table>/*.parquet      the generated shards, each with its row count and checksum in its footer
-    manifest.json                  options, version, rows and checksum per table
+    fmcg.duckdb                                every table, with comments and the keys --duckdb_keys declares
+    parquet/<dimension>/<shard>.parquet        a dimension's generated shards
+    parquet/<fact>/month=YYYY-MM/<shard>.parquet
+                                               a fact's shards, split by the calendar month of its partition
+                                               column (``date``): Hive-style partitions an increment replaces
+    manifest.json                              options, version, period, rows and checksum per table
+
+Every file holds its row count and checksum in its footer (``fmcg_beam.checksums``).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from typing import Iterator, Mapping
 
 import apache_beam as beam
 import duckdb
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -49,8 +55,50 @@ def write_parquet(batch: pa.RecordBatch, path: Path, metadata: dict[bytes, bytes
     os.replace(tmp, path)
 
 
+MONTH_PREFIX = "month="
+
+
+def month_folder(day: int) -> str:
+    """The partition folder of a day number: ``month=YYYY-MM``."""
+    return MONTH_PREFIX + str(np.datetime64(int(day), "D").astype("datetime64[M]"))
+
+
+def month_days(folder: str) -> tuple[int, int]:
+    """The first and last day number of a ``month=YYYY-MM`` folder."""
+    month = np.datetime64(folder.removeprefix(MONTH_PREFIX), "M")
+    first = month.astype("datetime64[D]").astype(np.int64)
+    return int(first), int((month + 1).astype("datetime64[D]").astype(np.int64)) - 1
+
+
+def day_numbers(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """A DATE column as day numbers (a partition column is never null)."""
+    return np.asarray(column.cast(pa.int32()).to_numpy(zero_copy_only=False), dtype=np.int64)
+
+
+def by_month(table: str, batch: pa.RecordBatch) -> list[tuple[str, pa.RecordBatch]]:
+    """``batch`` cut into its partitions: ``[("", batch)]`` for a table without a partition column, else one
+    ``(month folder, rows)`` per calendar month of the partition column (a shard's rows are in day order)."""
+    field = schema.table(table).partition_field
+    if field is None or batch.num_rows == 0:
+        return [("", batch)]
+    months = np.asarray(day_numbers(batch.column(field)), dtype="datetime64[D]").astype("datetime64[M]")
+    if months[0] == months[-1] and (months == months[0]).all():
+        return [(month_folder(int(months[0].astype("datetime64[D]").astype(np.int64))), batch)]
+    out = []
+    for month in np.unique(months):
+        rows = np.flatnonzero(months == month)
+        part = batch.slice(int(rows[0]), len(rows)) if rows[-1] - rows[0] + 1 == len(rows) else batch.take(rows)
+        out.append((month_folder(int(month.astype("datetime64[D]").astype(np.int64))), part))
+    return out
+
+
+def shard_path(root: Path, table: str, folder: str, shard_id: str) -> Path:
+    base = root / PARQUET_DIR / table
+    return (base / folder if folder else base) / f"{shard_id}.parquet"
+
+
 class WriteParquetShardFn(beam.DoFn):
-    """Writes each generated shard to ``<root>/parquet/<table>/<shard_id>.parquet``, whatever its table."""
+    """Writes each generated shard to ``<root>/parquet/<table>/[month=YYYY-MM/]<shard_id>.parquet``."""
 
     def __init__(self, root: str):
         self.root = root
@@ -59,12 +107,13 @@ class WriteParquetShardFn(beam.DoFn):
     def process(self, element: tuple[str, str, pa.RecordBatch]) -> Iterator[str]:
         table, shard_id, batch = element
         started = time.perf_counter()
-        path = Path(self.root) / PARQUET_DIR / table / f"{shard_id}.parquet"
-        write_parquet(batch, path, checksums.metadata(batch))
         files, msecs = self._metrics(table)
+        for folder, part in by_month(table, batch):
+            path = shard_path(Path(self.root), table, folder, shard_id)
+            write_parquet(part, path, checksums.metadata(part))
+            files.inc()
+            yield str(path)
         msecs.inc(int((time.perf_counter() - started) * 1000))
-        files.inc()
-        yield str(path)
 
 
 class WriteParquet(beam.PTransform):
@@ -80,8 +129,9 @@ class WriteParquet(beam.PTransform):
 
 
 def parquet_files(root: Path, table: str) -> list[str]:
-    """The table's Parquet files, by name: a glob of the folder would read ``[`` or ``*`` in a user's path."""
-    return sorted(str(f) for f in (root / PARQUET_DIR / table).glob("*.parquet"))
+    """The table's Parquet files (its partitions' too), by name: a glob in SQL would read ``[`` or ``*`` in a
+    user's path."""
+    return sorted(str(f) for f in (root / PARQUET_DIR / table).rglob("*.parquet"))
 
 
 def sql_string(text: str) -> str:
@@ -90,13 +140,14 @@ def sql_string(text: str) -> str:
 
 
 def read_parquet_sql(paths: list[str]) -> str:
-    return f"read_parquet([{', '.join(sql_string(p) for p in paths)}])"
+    """The files' rows, without the ``month`` column DuckDB would otherwise add from the partition folders."""
+    return f"read_parquet([{', '.join(sql_string(p) for p in paths)}], hive_partitioning = false)"
 
 
 def ensure_parquet(root: Path, table: str) -> None:
     """A table with no rows still gets a (empty) Parquet file, so every table is readable."""
     folder = root / PARQUET_DIR / table
-    if not any(folder.glob("*.parquet")):
+    if not any(folder.rglob("*.parquet")):
         empty = columns.empty_batch(schema.table(table))
         write_parquet(empty, folder / f"{table}-empty.parquet", checksums.metadata(empty))
 
@@ -335,3 +386,124 @@ def duckdb_stats(path: Path, tables: list[str]) -> dict[str, tuple[int, str]]:
         return {t: table_stats(con, t) for t in tables}
     finally:
         con.close()
+
+
+# --- increments: a new generation from the current one, the increment's files and its days ------------------
+
+
+def _dated(table: str) -> str | None:
+    return schema.table(table).partition_field
+
+
+def merge_parquet(old: Path, stage: Path, tables: list[str], window: tuple[int, int]) -> dict[str, int]:
+    """Complete the increment's ``stage`` with the current warehouse's Parquet files of ``old``.
+
+    ``stage`` holds the increment's files: every dimension whole, the dated tables' rows of the ``window``
+    (first and last day number). Each dated table keeps its old files outside the window as hard links (no
+    copy: the old generation is dropped once the new one is current), and the rows outside the window of a
+    file that straddles it, rewritten; its old rows inside the window are dropped. Returns, per table, the old
+    rows dropped.
+    """
+    first, last = window
+    dropped: dict[str, int] = {}
+    for table in tables:
+        field = _dated(table)
+        if field is None:
+            continue
+        dropped[table] = 0
+        base = old / PARQUET_DIR / table
+        for path in sorted(base.rglob("*.parquet")):
+            folder = path.parent.relative_to(base)
+            if str(folder) == ".":  # an empty table's placeholder: the merged table gets its own if still empty
+                continue
+            lo, hi = month_days(folder.name)
+            target = stage / PARQUET_DIR / table / folder / path.name
+            if hi < first or lo > last:
+                _link(path, target)
+                continue
+            days = day_numbers(pq.read_table(path, columns=[field]).column(field))
+            keep = (days < first) | (days > last)
+            dropped[table] += int((~keep).sum())
+            if keep.all():
+                _link(path, target)
+            elif keep.any():
+                kept = pq.read_table(path).filter(pa.array(keep)).combine_chunks().to_batches()
+                batch = kept[0] if len(kept) == 1 else pa.Table.from_batches(kept).combine_chunks().to_batches()[0]
+                name = f"{path.stem.split('~')[0]}~{np.datetime64(first, 'D')}.parquet"
+                write_parquet(batch, target.with_name(name), checksums.metadata(batch))
+    for table in tables:
+        ensure_parquet(stage, table)
+    return dropped
+
+
+def _link(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    os.link(src, dst)
+
+
+def apply_increment(db: Path, stage: Path, tables: list[str], window: tuple[int, int],
+                    files: Mapping[str, list[str]]) -> None:
+    """Bring the DuckDB file ``db`` (a copy of the current warehouse's) to the increment, in one transaction.
+
+    The dated tables lose their rows of the ``window`` and get the increment's (``files`` per table, the
+    increment's own Parquet files); each dimension is brought to its new rows: changed rows updated, new ones
+    inserted, none deleted while a fact may reference it. A failure or a kill leaves the file as it was.
+    """
+    first, last = window
+    order = schema.dependency_order(tables)
+    con = duckdb.connect(str(db), config={"preserve_insertion_order": False})
+    try:
+        con.execute("SET enable_progress_bar = false")
+        con.execute("BEGIN TRANSACTION")
+        for name in reversed(order):  # children before the rows they reference
+            field = _dated(name)
+            if field is not None:
+                con.execute(f"DELETE FROM {name} WHERE {field} BETWEEN $1::DATE AND $2::DATE",
+                            [str(np.datetime64(first, "D")), str(np.datetime64(last, "D"))])
+        for name in order:
+            tdef = schema.table(name)
+            if _dated(name) is None:
+                _upsert(con, name, read_parquet_sql(files[name]))
+            elif files.get(name):
+                cols = ", ".join(tdef.column_names)
+                con.execute(f"INSERT INTO {name} SELECT {cols} FROM {read_parquet_sql(files[name])}")
+        con.execute("COMMIT")
+        con.execute("CHECKPOINT")
+    finally:
+        con.close()
+
+
+class NotInPlace(Exception):
+    """An increment's dimension change that the DuckDB file cannot take in place (the caller rebuilds it)."""
+
+
+def _upsert(con: duckdb.DuckDBPyConnection, name: str, relation: str) -> None:
+    """Make table ``name`` hold the rows of ``relation`` (same primary key): update, insert, delete the rest.
+
+    DuckDB updates a key column (primary or foreign) as a delete and an insert, which a foreign key referencing
+    the row forbids; so only the columns that changed are set, and a change to a key column or a member that
+    disappears raises ``NotInPlace``. Neither happens to the built-in dimensions: an increment changes their
+    as-of columns (status, dates of change, current salary), never a member or its keys.
+    """
+    tdef = schema.table(name)
+    pk = list(tdef.primary_key)
+    keyed = set(pk) | {fk.column for fk in tdef.foreign_keys}
+    on = " AND ".join(f"t.{k} = n.{k}" for k in pk)
+    con.execute(f"CREATE OR REPLACE TEMP TABLE fmcg_new AS SELECT {', '.join(tdef.column_names)} FROM {relation}")
+    rest = [c for c in tdef.column_names if c not in pk]
+    if rest:
+        counts = ", ".join(f"count_if(t.{c} IS DISTINCT FROM n.{c})" for c in rest)
+        changed = [c for c, n in zip(rest, con.execute(f"SELECT {counts} FROM {name} AS t JOIN fmcg_new AS n "
+                                                        f"ON {on}").fetchone()) if n]
+        if keyed & set(changed):
+            raise NotInPlace(f"{name}: key columns {sorted(keyed & set(changed))} changed")
+        if changed:
+            differs = " OR ".join(f"t.{c} IS DISTINCT FROM n.{c}" for c in changed)
+            sets = ", ".join(f"{c} = n.{c}" for c in changed)
+            con.execute(f"UPDATE {name} AS t SET {sets} FROM fmcg_new AS n WHERE {on} AND ({differs})")
+    keys = ", ".join(pk)
+    gone = con.execute(f"SELECT count(*) FROM {name} WHERE ({keys}) NOT IN (SELECT ({keys}) FROM fmcg_new)").fetchone()
+    if gone[0]:
+        raise NotInPlace(f"{name}: {gone[0]} members are gone")
+    con.execute(f"INSERT INTO {name} SELECT * FROM fmcg_new WHERE ({keys}) NOT IN (SELECT ({keys}) FROM {name})")
+    con.execute("DROP TABLE fmcg_new")

@@ -180,7 +180,7 @@ BAD = {
     "seed": ["-1", "1.5", "abc", "", "1234567890123456789", "0x10", "7 "],
     "start_date": [_day(timeline.PERIOD_MIN, -1), _day(timeline.PERIOD_MAX, 1), "2023-13-01", "2023-1-1",
                    "01/02/2023", "2023-01-32", "", "2023-01-01T00:00"],
-    "end_date": [_day(timeline.PERIOD_MAX, 1), "2025-00-10", "20251231", "yesterday"],
+    "end_date": [_day(timeline.PERIOD_MAX, 1), "2025-00-10", "20251231", "tomorrow", "today+1"],
     "rows_per_shard": ["0", str(_bound("rows_per_shard", "le") + 1), "-5", "1e6", "100000000", "01", "2.5"],
     "tables": ["fact_sale", "fact_sales, dim_products", "fact_sales,", ",fact_sales", "", "FACT_SALES", "all"],
     "dataset": ["fmcg-prod", "my dataset", "", "a.b", "fmcg;drop"],

@@ -118,7 +118,7 @@ def test_second_run_replaces_and_never_duplicates(tmp_path):
     assert manifest(out)["tables"] == first["tables"]
     con = duckdb.connect(str(out / "fmcg.duckdb"), read_only=True)
     assert con.execute("SELECT count(*) FROM fact_sales").fetchone()[0] == first["tables"]["fact_sales"]["rows"]
-    files = list((out / "parquet" / "fact_sales").glob("*.parquet"))
+    files = list((out / "parquet" / "fact_sales").rglob("*.parquet"))
     assert sum(pq.read_metadata(f).num_rows for f in files) == first["tables"]["fact_sales"]["rows"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "staging directories left behind"
     assert sorted(p.name for p in (out / ".fmcg-beam").iterdir() if not p.name.startswith("gen-")) == \
@@ -144,7 +144,7 @@ def test_parquet_sink_writes_files_only(tmp_path):
     assert not (out / "fmcg.duckdb").exists()
     m = manifest(out)
     for table, info in m["tables"].items():
-        files = list((out / "parquet" / table).glob("*.parquet"))
+        files = list((out / "parquet" / table).rglob("*.parquet"))
         assert files, table
         assert sum(pq.read_metadata(f).num_rows for f in files) == info["rows"]
 

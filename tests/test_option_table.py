@@ -30,6 +30,9 @@ SAMPLES = {
     "seed": ("9", "11"),
     "start_date": ("2024-01-01", "2024-02-01"),
     "end_date": ("2024-06-30", "2024-07-31"),
+    "mode": ("incremental", "full"),
+    "allow_gap": ("true", "false"),
+    "fail_on_quality_error": ("false", "true"),
     "sink": ("parquet", "duckdb"),
     "output_dir": ("env_out", "flag_out"),
     "rows_per_shard": ("1000", "2000"),
@@ -51,6 +54,7 @@ BQ = ["--sink", "bigquery", "--project", "p-123456", "--dataset", "d"]
 CONTEXT = {"temp_location": BQ}  # what the option's check needs besides its own value
 BAD = {
     "scale": ("0", True), "seed": ("-1", True), "start_date": ("2023-13-01", True), "end_date": ("soon", True),
+    "mode": ("sometimes", True), "allow_gap": ("maybe", True), "fail_on_quality_error": ("perhaps", True),
     "sink": ("csv", True), "output_dir": (" ", False), "rows_per_shard": ("0", True), "tables": ("nope", True),
     "duckdb_keys": ("some", True), "dataset": ("a-b", True), "bq_location": ("Asia", True),
     "bq_write_method": ("BATCH", True), "bq_endpoint": ("ftp://x", True), "log_level": ("loud", True), "project": ("P", True),
@@ -135,9 +139,9 @@ def test_settings_fields_are_the_table():
 
 
 def test_manifest_keys_stay_the_same():
-    """``model_dump`` is the manifest's "options": the same keys as fmcg-beam 0.1."""
+    """``model_dump`` is the manifest's "options": the keys of fmcg-beam 0.1, and the run's mode (0.4)."""
     assert list(Settings().model_dump(mode="json")) == [
-        "scale", "seed", "start_date", "end_date", "sink", "output_dir", "rows_per_shard", "tables", "duckdb_keys",
+        "scale", "seed", "start_date", "end_date", "mode", "allow_gap", "sink", "output_dir", "rows_per_shard", "tables", "duckdb_keys",
         "dataset", "bq_location", "bq_write_method", "bq_endpoint", "project", "temp_location", "runner"]
 
 

@@ -55,7 +55,7 @@ def test_tables_are_split_and_checked():
         (["--tables", "fact_sale"], {}, "did you mean fact_sales"),
         (["stray"], {}, "unexpected argument"),
         ([], {"FMCG_SCALE": "lots"}, "FMCG_SCALE"),
-        ([], {"FMCG_END_DATE": "yesterday"}, "FMCG_END_DATE"),
+        ([], {"FMCG_END_DATE": "tomorrow"}, "FMCG_END_DATE"),
     ],
 )
 def test_bad_input_is_one_clear_line(argv, env, needle):

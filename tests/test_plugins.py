@@ -169,7 +169,7 @@ def test_a_plugin_table_is_written_with_its_keys(plugins, tmp_path):
     assert run_cli(*SMALL, "--tables", "fact_shelf_checks,fact_sales", "--output_dir", str(out)) == 0
     m = manifest(out)["tables"]
     assert m["fact_shelf_checks"]["rows"] == m["fact_shelf_checks"]["expected_rows"] == 93
-    assert list((out / "parquet" / "fact_shelf_checks").glob("*.parquet"))
+    assert list((out / "parquet" / "fact_shelf_checks").rglob("*.parquet"))
     con = duckdb.connect(str(out / "fmcg.duckdb"), read_only=True)
     keys = con.execute("SELECT constraint_type, constraint_text FROM duckdb_constraints() "
                        "WHERE table_name = 'fact_shelf_checks' AND constraint_type IN ('PRIMARY KEY', 'FOREIGN KEY')"

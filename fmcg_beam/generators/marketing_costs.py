@@ -106,7 +106,7 @@ class MarketingCostsGenerator(TableGenerator):
 
     def units(self, ctx: Context, lookups: Lookups | None = None) -> list[Unit]:
         m: MarketingCostsInputs = self.inputs(ctx, lookups)
-        lo, hi = ctx.start_day, ctx.end_day
+        lo, hi = ctx.fact_window
         day, _, _, counts = m.lines(lo, hi)
         per_day = np.bincount(day - lo, weights=counts, minlength=hi - lo + 1).astype(np.int64)
         return [Unit((d, 0), int(r)) for d, r in zip(ctx.days.tolist(), per_day.tolist()) if r > 0]

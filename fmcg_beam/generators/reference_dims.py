@@ -171,12 +171,12 @@ MONTH_NAMES = np.array(
 
 
 class DateGenerator(ReferenceDimension):
-    """One row per day of the requested period."""
+    """One row per day of the warehouse's period (an increment's runs extend it)."""
 
     name = "dim_date"
 
     def rows(self, ctx: Context) -> dict[str, object]:
-        days = ctx.days
+        days = ctx.period_days
         y, m, d = timeline.civil(days)
         wd = timeline.weekday(days)
         iso = np.asarray(days, dtype="datetime64[D]")
