@@ -167,13 +167,17 @@ def test_regexes_reuse_the_cli_patterns():
 GOOD = {
     "scale": ["100", "1", "0.01", "0.5", "2.75", "1000", f"{fmcg_options.MAX_SCALE:g}", "10000.0"],
     "seed": ["0", "7", "42", "123456789012345678"],
-    "start_date": [_day(timeline.PERIOD_MIN), "2023-01-01", "2024-02-29", _day(timeline.PERIOD_MAX)],
-    "end_date": [_day(timeline.PERIOD_MIN), "2025-12-31", _day(timeline.PERIOD_MAX)],
+    "start_date": [_day(timeline.PERIOD_MIN), "2023-01-01", "2024-02-29", _day(timeline.PERIOD_MAX),
+                   "yesterday", "today", "today-7"],
+    "end_date": [_day(timeline.PERIOD_MIN), "2025-12-31", _day(timeline.PERIOD_MAX), "yesterday", "today-1"],
     "rows_per_shard": ["1", "250000", "49999999", str(_bound("rows_per_shard", "le"))],
     "tables": ["fact_sales", "fact_sales,dim_products", "dim_date,dim_retailers,fact_inventory"],
     "dataset": ["fmcg", "fmcg_2024", "A1"],
     "bq_location": ["US", "EU", "asia-southeast1", "us-central1", "europe-west4"],
     "bq_write_method": ["FILE_LOADS", "STREAMING_INSERTS"],
+    "mode": ["full", "incremental"],
+    "allow_gap": ["true", "false"],
+    "fail_on_quality_error": ["true", "false"],
 }
 BAD = {
     "scale": ["0", "0.0", "000", "-1", "abc", "1e3", "10001", "10000.5", "", " 1", "1,000", "inf", "nan"],
@@ -186,6 +190,9 @@ BAD = {
     "dataset": ["fmcg-prod", "my dataset", "", "a.b", "fmcg;drop"],
     "bq_location": ["Asia", "asia southeast1", "us_central1", "", "asia-southeast"],
     "bq_write_method": ["STORAGE_WRITE_API", "", "FILE LOADS", "file_loads"],
+    "mode": ["", "Full", "incr", "incremental ", "daily"],
+    "allow_gap": ["", "True", "yes", "1", "false "],
+    "fail_on_quality_error": ["", "FALSE", "no", "0", "on"],
 }
 
 

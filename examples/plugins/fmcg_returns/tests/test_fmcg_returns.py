@@ -62,7 +62,7 @@ def test_a_default_run_writes_returns_with_their_planned_rows(warehouse, con):
     assert {t: v["rows"] for t, v in m["tables"].items()} == expected
     assert m["tables"]["fact_returns"]["expected_rows"] == expected["fact_returns"]
     assert scalar(con, "SELECT count(*) FROM fact_returns") == expected["fact_returns"]
-    files = list((warehouse / "parquet" / "fact_returns").glob("*.parquet"))
+    files = list((warehouse / "parquet" / "fact_returns").rglob("*.parquet"))  # facts: month=YYYY-MM/ folders
     assert files and scalar(con, f"SELECT count(*) FROM read_parquet({[str(f) for f in files]})") == \
         expected["fact_returns"]
 
