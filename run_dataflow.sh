@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Run fmcg-beam on Google Cloud Dataflow, or build and launch it as a Flex Template.
+# Run fmcg-beam on Google Cloud Dataflow, or build and launch it as a Flex Template, once or daily
+# (Cloud Scheduler).
 # Every subcommand checks its values first (one-line error, exit 2) and takes
 # --dry_run, which prints the exact commands with all values filled in and runs
 # nothing. See ./run_dataflow.sh --help. The checks are Python's, never copies
@@ -37,6 +38,22 @@ Usage:
                     [--job_name NAME] [--dry_run]
       Launch the template (gcloud dataflow flex-template run). Parameters are checked against
       metadata.json first; --parameters may be repeated, and tables=a,b needs no escaping.
+
+  ./run_dataflow.sh schedule --project PROJECT --region REGION --template gs://BUCKET/templates/fmcg.json
+                    --dataset DATASET --service_account_email SA@PROJECT.iam.gserviceaccount.com
+                    [--time HH:MM] [--job NAME] [--scheduler_location REGION] [--parameters scale=10,seed=7]
+                    [--temp_location gs://BUCKET/tmp] [--max_num_workers N] [--machine_type TYPE]
+                    [--worker_service_account_email SA] [--body_file PATH] [--dry_run]
+      Create (or, when it exists, update) a Cloud Scheduler job that launches the template every day at
+      HH:MM Asia/Manila time (default 02:00) with --mode incremental --start_date yesterday --end_date
+      yesterday, as SA (workers run as --worker_service_account_email, default SA). The job is named
+      fmcg-daily-DATASET unless --job is given, and lives in REGION unless --scheduler_location is given.
+      The launch request's body is checked against metadata.json and written to PATH (default: a
+      temporary file, kept by --dry_run so the printed commands can be run).
+
+  ./run_dataflow.sh unschedule --project PROJECT --scheduler_location REGION --job NAME [--dry_run]
+      Delete the Cloud Scheduler job (--dataset DATASET names the default fmcg-daily-DATASET instead of
+      --job; --region stands in for --scheduler_location).
 
 Values may also be given as --name=value. PROJECT, REGION and the temp location fall back to
 FMCG_PROJECT, FMCG_REGION and FMCG_TEMP_LOCATION.
@@ -251,14 +268,107 @@ cmd_launch_template() {
   echo "console: $(console_url "$job_id" "$region" "$project")"
 }
 
+cmd_schedule() {
+  local project="${FMCG_PROJECT:-}" region="${FMCG_REGION:-}" temp="${FMCG_TEMP_LOCATION:-}" template="" dataset=""
+  local service_account="" worker_account="" time="" job="" location="" max_workers="" machine="" body_file=""
+  local dry_run=0
+  local -a params=()
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      --project|--project=*) take --project "$@"; project="$OPT_VALUE" ;;
+      --region|--region=*) take --region "$@"; region="$OPT_VALUE" ;;
+      --template|--template=*) take --template "$@"; template="$OPT_VALUE" ;;
+      --dataset|--dataset=*) take --dataset "$@"; dataset="$OPT_VALUE" ;;
+      --service_account_email|--service_account_email=*) take --service_account_email "$@"; service_account="$OPT_VALUE" ;;
+      --worker_service_account_email|--worker_service_account_email=*)
+        take --worker_service_account_email "$@"; worker_account="$OPT_VALUE" ;;
+      --time|--time=*) take --time "$@"; time="$OPT_VALUE" ;;
+      --job|--job=*) take --job "$@"; job="$OPT_VALUE" ;;
+      --scheduler_location|--scheduler_location=*) take --scheduler_location "$@"; location="$OPT_VALUE" ;;
+      --parameters|--parameters=*) take --parameters "$@"; params+=("$OPT_VALUE") ;;
+      --temp_location|--temp_location=*) take --temp_location "$@"; temp="$OPT_VALUE" ;;
+      --max_num_workers|--max_num_workers=*) take --max_num_workers "$@"; max_workers="$OPT_VALUE" ;;
+      --machine_type|--machine_type=*) take --machine_type "$@"; machine="$OPT_VALUE" ;;
+      --body_file|--body_file=*) take --body_file "$@"; body_file="$OPT_VALUE" ;;
+      --dry_run) dry_run=1; SHIFT_BY=1 ;;
+      *) die "unknown option $1 for schedule; see ./run_dataflow.sh --help" ;;
+    esac
+    shift "$SHIFT_BY"
+  done
+  # Checks every value, the template parameters as Dataflow will at each launch, writes the launch request's
+  # body and prints: job, location, cron schedule, time zone, launch address, body file, description.
+  local checked
+  checked="$(check schedule "--project=$project" "--region=$region" "--template=$template" "--dataset=$dataset" \
+    "--service_account_email=$service_account" "--worker_service_account_email=$worker_account" "--time=$time" \
+    "--job=$job" "--scheduler_location=$location" "--temp_location=$temp" "--max_num_workers=$max_workers" \
+    "--machine_type=$machine" "--body_file=$body_file" ${params[@]+"${params[@]/#/--parameters=}"})" || exit 2
+  local -a lines=()
+  mapfile -t lines <<<"$checked"
+  job="${lines[0]}"
+  location="${lines[1]}"
+  local body="${lines[5]}"
+  if [ -z "$body_file" ]; then trap "rm -f '$body'" EXIT; fi
+  need_gcloud
+
+  local -a target=(--location "$location" --project "$project" --schedule "${lines[2]}" --time-zone "${lines[3]}"
+    --uri "${lines[4]}" --http-method POST --oauth-service-account-email "$service_account"
+    --oauth-token-scope https://www.googleapis.com/auth/cloud-platform --message-body-from-file "$body"
+    --description "${lines[6]}")
+  local -a describe=(gcloud scheduler jobs describe "$job" --location "$location" --project "$project" --format 'value(name)')
+  local -a create=(gcloud scheduler jobs create http "$job" "${target[@]}" --headers Content-Type=application/json)
+  local -a update=(gcloud scheduler jobs update http "$job" "${target[@]}" --update-headers Content-Type=application/json)
+
+  if [ "$dry_run" = 1 ]; then
+    trap - EXIT  # the printed commands read the body file
+    echo "# dry run: would run"
+    show "${describe[@]}"
+    echo "# then, if there is no job $job in $location yet:"
+    show "${create[@]}"
+    echo "# or, if there is one (schedule run again), replace its settings:"
+    show "${update[@]}"
+    echo "# request body: $body"
+    return 0
+  fi
+  # A rerun updates the job in place, so it neither fails nor makes a second job.
+  if "${describe[@]}" >/dev/null 2>&1; then step 0 "${update[@]}"; else step 0 "${create[@]}"; fi
+  echo "scheduled: $job ($location), cron '${lines[2]}' ${lines[3]}"
+  echo "console: https://console.cloud.google.com/cloudscheduler?project=$project"
+}
+
+cmd_unschedule() {
+  local project="${FMCG_PROJECT:-}" region="${FMCG_REGION:-}" location="" job="" dataset="" dry_run=0
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      --project|--project=*) take --project "$@"; project="$OPT_VALUE" ;;
+      --region|--region=*) take --region "$@"; region="$OPT_VALUE" ;;
+      --scheduler_location|--scheduler_location=*) take --scheduler_location "$@"; location="$OPT_VALUE" ;;
+      --job|--job=*) take --job "$@"; job="$OPT_VALUE" ;;
+      --dataset|--dataset=*) take --dataset "$@"; dataset="$OPT_VALUE" ;;
+      --dry_run) dry_run=1; SHIFT_BY=1 ;;
+      *) die "unknown option $1 for unschedule; see ./run_dataflow.sh --help" ;;
+    esac
+    shift "$SHIFT_BY"
+  done
+  local checked
+  checked="$(check unschedule "--project=$project" "--region=$region" "--scheduler_location=$location" \
+    "--job=$job" "--dataset=$dataset")" || exit 2
+  local -a lines=()
+  mapfile -t lines <<<"$checked"
+  need_gcloud
+  if [ "$dry_run" = 1 ]; then echo "# dry run: would run"; fi
+  step "$dry_run" gcloud scheduler jobs delete "${lines[0]}" --location "${lines[1]}" --project "$project" --quiet
+}
+
 for arg in "$@"; do
   case "$arg" in -h|--help) usage; exit 0 ;; esac
 done
 case "${1:-}" in
   build-template) shift; cmd_build_template "$@" ;;
   launch-template) shift; cmd_launch_template "$@" ;;
+  schedule) shift; cmd_schedule "$@" ;;
+  unschedule) shift; cmd_unschedule "$@" ;;
   submit) shift; cmd_submit "$@" ;;
   "") usage >&2; exit 2 ;;
   -*) cmd_submit "$@" ;;
-  *) die "unknown command '$1'; use submit, build-template or launch-template (see --help)" ;;
+  *) die "unknown command '$1'; use submit, build-template, launch-template, schedule or unschedule (see --help)" ;;
 esac

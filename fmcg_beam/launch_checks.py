@@ -14,6 +14,10 @@ are checked against ``metadata.json``, the file the template is built with
 Dataflow checks them at launch: by name, by each parameter's regexes, and
 required when not optional; job names take their defaults from its
 ``defaultValue`` fields.
+
+``schedule`` also writes the request body of a daily Cloud Scheduler job (a
+Flex Template ``LaunchFlexTemplateRequest``, see ``daily_launch_request``), and
+only once every value has passed.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import datetime as dt
 import json
 import re
 import sys
+import tempfile
 from typing import Optional
 
 # Resource-manager project ids (optionally domain-scoped); Dataflow regions; Cloud Storage paths whose bucket
@@ -38,6 +43,22 @@ EXTRA_TEMPLATE_PARAMETERS = ("sdk_container_image",)
 EXAMPLE_TEMP = "gs://YOUR_BUCKET/tmp"
 EXAMPLE_TEMPLATE = "gs://YOUR_BUCKET/templates/fmcg.json"
 EXAMPLE_IMAGE = "REGION-docker.pkg.dev/PROJECT/REPO/fmcg-beam:TAG"
+# Cloud Scheduler allows [A-Za-z0-9_-]{1,500}; starting with a letter and ending with a letter or digit as well,
+# the name also gives a valid Dataflow job name once lowercased with '_' as '-'.
+SCHEDULER_JOB_PATTERN = r"^[A-Za-z](?:[A-Za-z0-9_-]{0,498}[A-Za-z0-9])?$"
+# A user-managed account (NAME@PROJECT.iam...), or the Compute Engine or App Engine default account.
+SERVICE_ACCOUNT_PATTERN = (r"^[a-z0-9][a-z0-9-]{4,28}[a-z0-9]@"
+                           r"(?:[a-z][a-z0-9.-]{4,90}[a-z0-9]\.iam|developer|appspot)\.gserviceaccount\.com$")
+MACHINE_TYPE_PATTERN = r"^[a-z][a-z0-9-]{0,61}[a-z0-9]$"
+TIME_OF_DAY_PATTERN = r"^(?P<hour>[01]?[0-9]|2[0-3]):(?P<minute>[0-5][0-9])$"
+# The day a scheduled run loads is "yesterday" in the company's time zone, which is also the one the
+# launch resolves relative dates in (fmcg_beam.timeline.LAUNCH_TIMEZONE; a test keeps the two equal).
+SCHEDULE_TIMEZONE = "Asia/Manila"
+DEFAULT_SCHEDULE_TIME = "02:00"
+# Every scheduled launch is the increment of the day before: these parameters belong to the schedule.
+DAILY_PARAMETERS = {"mode": "incremental", "start_date": "yesterday", "end_date": "yesterday"}
+LAUNCH_URI = "https://dataflow.googleapis.com/v1b3/projects/{project}/locations/{region}/flexTemplates:launch"
+EXAMPLE_SERVICE_ACCOUNT = "fmcg-scheduler@PROJECT.iam.gserviceaccount.com"
 
 
 class CheckError(ValueError):
@@ -196,6 +217,135 @@ def _check_template_path(value: str) -> None:
     check_gcs("--template", value, EXAMPLE_TEMPLATE)
 
 
+def check_location(flag: str, value: str) -> str:
+    if not _matches(REGION_PATTERN, value):
+        raise CheckError(f"{flag} '{value}' is not a Google Cloud region; pass one such as asia-southeast1")
+    return value
+
+
+def check_service_account(flag: str, value: str, project: str = "") -> str:
+    """A service account email; with ``project``, one of that project's (Cloud Scheduler refuses any other)."""
+    if not value:
+        raise CheckError(f"no service account; pass {flag} {EXAMPLE_SERVICE_ACCOUNT}")
+    if not _matches(SERVICE_ACCOUNT_PATTERN, value):
+        raise CheckError(f"{flag} '{value}' is not a service account email; pass one such as "
+                         f"{EXAMPLE_SERVICE_ACCOUNT}")
+    domain = value.split("@", 1)[1]
+    if project and domain.endswith(".iam.gserviceaccount.com") and ":" not in project:
+        owner = domain[:-len(".iam.gserviceaccount.com")]
+        if owner != project:
+            raise CheckError(f"{flag} '{value}' belongs to project {owner}, but a Cloud Scheduler job can only "
+                             f"run as a service account of its own project {project}; pass one of {project}'s")
+    return value
+
+
+def check_machine_type(value: str) -> str:
+    if not _matches(MACHINE_TYPE_PATTERN, value):
+        raise CheckError(f"--machine_type '{value}' is not a machine type; pass one such as n2-standard-4")
+    return value
+
+
+def check_scheduler_job(value: str) -> str:
+    if not _matches(SCHEDULER_JOB_PATTERN, value):
+        raise CheckError(f"--job '{value}' is not a usable Cloud Scheduler job name; pass --job of letters, digits, "
+                         "hyphens and underscores that starts with a letter and ends with a letter or digit, "
+                         "e.g. --job fmcg-daily")
+    return value
+
+
+def daily_cron(time_of_day: str) -> str:
+    """``M H * * *`` for ``HH:MM``: the Scheduler job's time zone makes it Manila time."""
+    m = re.fullmatch(TIME_OF_DAY_PATTERN, time_of_day)
+    if m is None:
+        raise CheckError(f"--time '{time_of_day}' is not a time of day; pass HH:MM from 00:00 to 23:59 "
+                         f"({SCHEDULE_TIMEZONE} time), e.g. --time {DEFAULT_SCHEDULE_TIME}")
+    return f"{int(m['minute'])} {int(m['hour'])} * * *"
+
+
+def dataflow_job_name(scheduler_job: str) -> str:
+    """The same Dataflow job name every day, so Dataflow refuses a launch while the previous increment is still
+    active (a job name is unique among a region's active jobs): two increments never load the dataset at once."""
+    return check_job_name(scheduler_job.lower().replace("_", "-"))
+
+
+def daily_parameters(metadata: dict, dataset: str, extra: dict[str, str]) -> dict[str, str]:
+    """The template parameters of every scheduled launch, checked as Dataflow checks them at launch."""
+    owned = sorted(set(extra) & {"dataset", *DAILY_PARAMETERS})
+    if owned:
+        raise CheckError(f"--parameters {owned[0]}=... is set by the schedule itself (the dataset with --dataset; "
+                         "every run is the increment of yesterday); leave it out")
+    return check_parameters(metadata, {"dataset": dataset, **DAILY_PARAMETERS, **extra})
+
+
+def daily_launch_request(template: str, job_name: str, parameters: dict[str, str],
+                         environment: dict) -> dict:
+    """The ``LaunchFlexTemplateRequest`` the Scheduler job posts to ``LAUNCH_URI`` (project and region are in the
+    address, not the body); ``environment`` holds ``FlexTemplateRuntimeEnvironment`` fields by their JSON names."""
+    launch = {"jobName": job_name, "containerSpecGcsPath": template, "parameters": dict(parameters)}
+    if environment:
+        launch["environment"] = dict(environment)
+    return {"launchParameter": launch}
+
+
+def _runtime_environment(a: argparse.Namespace, worker: str) -> dict:
+    env: dict = {}
+    if a.temp_location:
+        env["tempLocation"] = check_gcs("--temp_location", a.temp_location, EXAMPLE_TEMP)
+    if a.max_num_workers:
+        env["maxWorkers"] = int(check_worker_count(a.max_num_workers))
+    if a.machine_type:
+        env["machineType"] = check_machine_type(a.machine_type)
+    env["serviceAccountEmail"] = worker
+    return env
+
+
+def write_body(body: dict, path: str) -> str:
+    """Writes the request body to ``path``, or to a new temporary file when ``path`` is empty; returns the path."""
+    text = json.dumps(body, indent=2) + "\n"
+    if not path:
+        fd, path = tempfile.mkstemp(prefix="fmcg-daily-", suffix=".json")
+        with open(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        return path
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+    return path
+
+
+def schedule(a: argparse.Namespace) -> list[str]:
+    """The Scheduler job, its location, cron schedule, time zone, launch address, request-body file and
+    description, one a line. The body is written only once every value has passed."""
+    check_project(a.project)
+    check_region(a.region)
+    _check_template_path(a.template)
+    if not a.dataset:
+        raise CheckError("no dataset; pass --dataset fmcg, the BigQuery dataset each day's increment is added to")
+    caller = check_service_account("--service_account_email", a.service_account_email, a.project)
+    worker = (check_service_account("--worker_service_account_email", a.worker_service_account_email)
+              if a.worker_service_account_email else caller)
+    time_of_day = a.time or DEFAULT_SCHEDULE_TIME
+    cron = daily_cron(time_of_day)
+    job = check_scheduler_job(a.job or f"fmcg-daily-{a.dataset}")
+    location = check_location("--scheduler_location", a.scheduler_location or a.region)
+    params = daily_parameters(load_metadata(a.metadata), a.dataset, parse_parameters(a.parameters))
+    body = daily_launch_request(a.template, dataflow_job_name(job), params, _runtime_environment(a, worker))
+    uri = LAUNCH_URI.format(project=a.project, region=a.region)
+    description = f"fmcg-beam: increment of yesterday ({SCHEDULE_TIMEZONE}) into dataset {a.dataset}, daily at {time_of_day}"
+    return [job, location, cron, SCHEDULE_TIMEZONE, uri, write_body(body, a.body_file), description]
+
+
+def unschedule(a: argparse.Namespace) -> list[str]:
+    """The Scheduler job and its location."""
+    check_project(a.project)
+    if not (a.scheduler_location or a.region):
+        raise CheckError("no location; pass --scheduler_location REGION, the one the job was scheduled in "
+                         "(or set FMCG_REGION)")
+    location = check_location("--scheduler_location", a.scheduler_location or a.region)
+    if not (a.job or a.dataset):
+        raise CheckError("no job; pass --job NAME (or --dataset DATASET for the default name fmcg-daily-DATASET)")
+    return [check_scheduler_job(a.job or f"fmcg-daily-{a.dataset}"), location]
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # only run_dataflow.sh calls this module: a bad call is a bug there
         raise CheckError(f"internal: {message}")
@@ -211,16 +361,21 @@ def _parser() -> argparse.ArgumentParser:
         ("build-template", ("image", "template", "project")),
         ("launch-template", ("template", "region", "project", "temp_location", "staging_location",
                              "max_num_workers", "job_name", "metadata")),
+        ("schedule", ("project", "region", "template", "dataset", "service_account_email",
+                      "worker_service_account_email", "time", "job", "scheduler_location", "temp_location",
+                      "max_num_workers", "machine_type", "body_file", "metadata")),
+        ("unschedule", ("project", "region", "scheduler_location", "job", "dataset")),
     ]:
         command = commands.add_parser(name, allow_abbrev=False)
         for flag in flags:
             command.add_argument(f"--{flag}", default="metadata.json" if flag == "metadata" else "")
-        if name == "launch-template":
+        if name in ("launch-template", "schedule"):
             command.add_argument("--parameters", action="append", default=[])
     return parser
 
 
-COMMANDS = {"submit": submit, "build-template": build_template, "launch-template": launch_template}
+COMMANDS = {"submit": submit, "build-template": build_template, "launch-template": launch_template,
+            "schedule": schedule, "unschedule": unschedule}
 
 
 def main(argv: Optional[list[str]] = None) -> int:
