@@ -81,6 +81,9 @@ def _process_age() -> float | None:
         return None
 
 
+QUALITY_EXIT = 3  # the run wrote its warehouse, and a quality check of it failed
+
+
 def main(argv: list[str] | None = None, wait: bool = True) -> int:
     """Run the command line ``argv``; ``wait=False`` returns once a remote job is submitted."""
     root_level = logging.getLogger().level  # --log_level sets it; a process embedding the CLI gets it back
@@ -144,6 +147,11 @@ def _main(argv: list[str], wait: bool) -> int:
     if report.tables:
         print(report.format())
     print(f"warehouse: {where}")
+    if report.quality_failed and settings.fail_on_quality_error:
+        failed = len(report.quality.failed)
+        _error(f"the quality gate failed ({failed} of {len(report.quality.checks)} checks; the report is in the "
+               f"run_quality table of {where}); fix the data, or pass --fail_on_quality_error false to exit 0")
+        return QUALITY_EXIT
     return 0
 
 

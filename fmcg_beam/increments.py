@@ -35,12 +35,24 @@ def record(settings: Settings, tables: tuple[str, ...], previous: Optional[dict]
     if settings.mode == "incremental" and previous is not None:
         old_start = dt.date.fromisoformat(previous["period"]["start"])
         old_end = dt.date.fromisoformat(previous["period"]["end"])
-        gaps = [list(g) for g in previous.get("gaps", [])]
+        gaps = _fill(previous.get("gaps", []), start, end)  # an increment into a gap fills its days
         if start > old_end + ONE_DAY:
             gaps.append([str(old_end + ONE_DAY), str(start - ONE_DAY)])
         start, end = old_start, max(old_end, end)
     return {"release": __version__, "seed": settings.seed, "scale": settings.scale,
             "period": {"start": str(start), "end": str(end)}, "gaps": gaps, "tables": list(tables)}
+
+
+def _fill(gaps: list, start: dt.date, end: dt.date) -> list[list[str]]:
+    """``gaps`` (``[first, last]`` ISO days) less the days ``start``..``end``."""
+    out = []
+    for first, last in gaps:
+        first, last = dt.date.fromisoformat(first), dt.date.fromisoformat(last)
+        if first < start:
+            out.append([str(first), str(min(last, start - ONE_DAY))])
+        if last > end:
+            out.append([str(max(first, end + ONE_DAY)), str(last)])
+    return out
 
 
 def check(settings: Settings, recorded: Optional[dict], where: str, full_run: str) -> Base:

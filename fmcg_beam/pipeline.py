@@ -34,7 +34,7 @@ import pyarrow as pa
 from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from fmcg_beam import schema
+from fmcg_beam import quality, schema
 from fmcg_beam.generators import GENERATORS, Context, Lookups, Shard
 from fmcg_beam.plan import Plan
 
@@ -87,6 +87,11 @@ class GenerateShardFn(beam.DoFn):
         rows, msecs = self._metrics(shard.table)
         msecs.inc(int((time.perf_counter() - started) * 1000))
         rows.inc(batch.num_rows)
+        # The quality gate's per-row checks (NULLs, ranges) as counters on the generating side too: a
+        # Dataflow job shows them while it runs; the gate's SQL over the destination decides.
+        for check, violations in quality.batch_violations(shard.table, batch).items():
+            if violations:
+                Metrics.counter(shard.table, f"quality:{check}").inc(violations)
         if self.progress:
             from fmcg_beam import progress  # local runs only: Dataflow workers never load it
 

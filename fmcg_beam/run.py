@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from apache_beam.options.pipeline_options import DirectOptions, GoogleCloudOptions, PipelineOptions, StandardOptions
 
-from fmcg_beam import pipeline, progress, sinks, worker
+from fmcg_beam import pipeline, progress, quality, sinks, worker
 from fmcg_beam import plan as planning
 from fmcg_beam.options import Settings
 
@@ -119,6 +119,14 @@ class RunReport:
     # Wall seconds by phase, in order: plan, set-up (the sink, building the pipeline), pipeline, the sink's
     # finish; the CLI puts start-up (interpreter and imports) first.
     phases: dict[str, float] = field(default_factory=dict)
+    # The quality gate's report over the destination (None where the run did not wait for it), and the
+    # violations the generating side counted (``quality:<check>`` Beam counters), by check.
+    quality: quality.Report | None = None
+    pipeline_violations: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def quality_failed(self) -> bool:
+        return self.quality is not None and not self.quality.passed
 
     @property
     def total_rows(self) -> int:
@@ -141,6 +149,11 @@ class RunReport:
         if self.phases:
             lines.append("time: " + ", ".join(f"{k} {v:.2f} s" for k, v in self.phases.items())
                          + f" (wall {sum(self.phases.values()):.1f} s)")
+        if self.quality is not None:
+            lines += self.quality.summary_lines()
+        if self.pipeline_violations:
+            lines.append("quality, as generated: " + ", ".join(
+                f"{check} {n:,}" for check, n in sorted(self.pipeline_violations.items())))
         return "\n".join(lines)
 
 
@@ -164,12 +177,18 @@ def _seconds(values: list[tuple[str, str, int]], by_table: bool) -> dict[str, fl
     return out
 
 
-def _fill_report(report: RunReport, plan, values, written: sinks.Written) -> None:
+def _fill_report(report: RunReport, plan, values, written: sinks.Written, expected: dict | None = None) -> None:
+    """``expected``: the rows the destination should now hold, where not the plan's (an increment's whole
+    warehouse)."""
     seconds = _seconds(values, by_table=True)
     report.step_seconds = _seconds(values, by_table=False)
+    for _, name, value in values:
+        if name.startswith("quality:") and value:
+            check = name.removeprefix("quality:")
+            report.pipeline_violations[check] = report.pipeline_violations.get(check, 0) + value
     for t in plan.tables:
         rows, checksum = written[t]
-        report.tables[t] = TableReport(rows, plan.rows[t], checksum, seconds.get(t, 0.0))
+        report.tables[t] = TableReport(rows, (expected or plan.rows)[t], checksum, seconds.get(t, 0.0))
 
 
 def run(settings: Settings, beam_argv: list[str] | None = None, wait: bool = True) -> RunReport:
@@ -218,7 +237,8 @@ def run(settings: Settings, beam_argv: list[str] | None = None, wait: bool = Tru
         raise error
     finally:
         sink.close()
-    _fill_report(report, plan, values, written)
+    _fill_report(report, plan, values, written, getattr(sink, "expected", None))
+    report.quality = getattr(sink, "quality", None)
     report.total_seconds = time.perf_counter() - started
     return report
 

@@ -26,8 +26,9 @@ from pathlib import Path
 from typing import Callable, ContextManager, Optional
 
 import apache_beam as beam
+import duckdb
 
-from fmcg_beam import __version__, increments, outdir, warehouse
+from fmcg_beam import __version__, increments, outdir, quality, warehouse
 from fmcg_beam import plan as planning
 from fmcg_beam.options import Settings
 
@@ -71,6 +72,7 @@ class Sink:
         """The running pipeline's result (a remote job the sink may cancel if the run fails)."""
 
     def finish(self, plan, counters: list[tuple[str, str, int]]) -> Written:
+        """Finish the destination; the sink also sets ``self.quality``, the quality gate's report over it."""
         raise NotImplementedError
 
     def fail(self, exc: BaseException) -> BaseException:
@@ -115,6 +117,7 @@ class LocalSink(Sink):
         self.stage: Optional[Path] = None
         self.previous: Optional[dict] = None  # the current warehouse's record (an increment's base)
         self.expected: Optional[dict[str, int]] = None  # an increment's: the rows of the whole warehouse
+        self.quality: Optional[quality.Report] = None
         self._open = False
 
     @property
@@ -164,9 +167,49 @@ class LocalSink(Sink):
             check_counts(plan, rows)
             if self.settings.sink == "duckdb":
                 self._build_duckdb(plan, rows)
+        self.quality = self._check_quality(plan)
         outdir.write_manifest(self.stage, self._manifest(plan, stats))
         self.out.commit(self.stage)
         return stats
+
+    def _check_quality(self, plan) -> quality.Report:
+        """The quality gate over the new generation, before it becomes current: the report goes with it.
+
+        The report is a Parquet file under ``parquet/run_quality/`` (an increment keeps the earlier runs'
+        files) and, with ``--sink duckdb``, rows of the ``run_quality`` table. A failed check does not stop
+        the commit: the run prints the report and applies ``--fail_on_quality_error``.
+        """
+        tables = list(plan.tables)
+        folder = self.stage / outdir.PARQUET_DIR / quality.TABLE
+        folder.mkdir(parents=True, exist_ok=True)
+        current = self.out.current() if plan.increment is not None else None
+        if current is not None:
+            for old in sorted((current / outdir.PARQUET_DIR / quality.TABLE).glob("*.parquet")):
+                warehouse.link(old, folder / old.name)
+        earlier = sorted(str(p) for p in folder.glob("*.parquet"))
+        duck = self.settings.sink == "duckdb"
+        con = duckdb.connect(str(self.stage / outdir.DUCKDB_FILE) if duck else ":memory:")
+        try:
+            con.execute("SET enable_progress_bar = false")
+            if not duck:  # the checks read the Parquet files through views
+                for t in tables:
+                    con.execute(f"CREATE VIEW {t} AS SELECT * FROM "
+                                f"{warehouse.read_parquet_sql(warehouse.parquet_files(self.stage, t))}")
+            period = (plan.context.start, plan.context.end)
+            report = quality.run_duckdb(con, tables, self.expected or dict(plan.rows), period)
+            path = folder / f"{report.run_at:%Y%m%dT%H%M%SZ}-{report.run_id}.parquet"
+            warehouse.write_parquet(report.to_arrow().combine_chunks().to_batches()[0], path)
+            if duck:
+                missing = not con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?",
+                                          [quality.TABLE]).fetchone()[0]
+                quality.store_duckdb(con, report)
+                if missing and earlier:  # a rebuilt file: the earlier runs' reports from their files
+                    cols = ", ".join(quality.run_quality_table().column_names)
+                    con.execute(f"INSERT INTO {quality.TABLE} SELECT {cols} FROM "
+                                f"{warehouse.read_parquet_sql(earlier)}")
+        finally:
+            con.close()
+        return report
 
     def _finish_increment(self, plan) -> Written:
         """The new generation: the current one's files outside the increment's days, the increment's files, and
@@ -184,11 +227,10 @@ class LocalSink(Sink):
         rows = {t: n for t, (n, _) in stats.items()}
         record = increments.record(self.settings, plan.tables, self.previous)
         self.expected = rows
-        if not record["gaps"]:  # the warehouse now equals a full run over its period: so must its counts
+        if not record["gaps"]:  # the warehouse now equals a full run over its period: the gate checks its counts
             full = self.settings.model_copy(update={"mode": "full", "start_date": plan.context.start,
                                                     "end_date": plan.context.end})
             self.expected = planning.plan(full, None).rows
-            check_counts(plan_rows(tables, self.expected), rows)
         if self.settings.sink == "duckdb":
             db = self.stage / outdir.DUCKDB_FILE
             shutil.copyfile(current / outdir.DUCKDB_FILE, db)
@@ -222,6 +264,9 @@ class LocalSink(Sink):
             "warehouse": increments.record(self.settings, plan.tables, self.previous),
             "tables": {t: {"rows": rows, "expected_rows": (self.expected or plan.rows)[t], "checksum": checksum}
                        for t, (rows, checksum) in stats.items()},
+            "quality": None if self.quality is None else {
+                "run_id": self.quality.run_id, "checks": len(self.quality.checks),
+                "failed": [c.check for c in self.quality.failed]},
         }
 
     def fail(self, exc: BaseException) -> BaseException:

@@ -419,13 +419,13 @@ def merge_parquet(old: Path, stage: Path, tables: list[str], window: tuple[int, 
             lo, hi = month_days(folder.name)
             target = stage / PARQUET_DIR / table / folder / path.name
             if hi < first or lo > last:
-                _link(path, target)
+                link(path, target)
                 continue
             days = day_numbers(pq.read_table(path, columns=[field]).column(field))
             keep = (days < first) | (days > last)
             dropped[table] += int((~keep).sum())
             if keep.all():
-                _link(path, target)
+                link(path, target)
             elif keep.any():
                 kept = pq.read_table(path).filter(pa.array(keep)).combine_chunks().to_batches()
                 batch = kept[0] if len(kept) == 1 else pa.Table.from_batches(kept).combine_chunks().to_batches()[0]
@@ -436,7 +436,7 @@ def merge_parquet(old: Path, stage: Path, tables: list[str], window: tuple[int, 
     return dropped
 
 
-def _link(src: Path, dst: Path) -> None:
+def link(src: Path, dst: Path) -> None:
     dst.parent.mkdir(parents=True, exist_ok=True)
     os.link(src, dst)
 
@@ -448,9 +448,15 @@ def apply_increment(db: Path, stage: Path, tables: list[str], window: tuple[int,
     The dated tables lose their rows of the ``window`` and get the increment's (``files`` per table, the
     increment's own Parquet files); each dimension is brought to its new rows: changed rows updated, new ones
     inserted, none deleted while a fact may reference it. A failure or a kill leaves the file as it was.
+
+    One exception to the single transaction: DuckDB checks a foreign key against rows deleted earlier in the
+    same transaction, so a dated table that references another dated table (a plugin's returns referencing
+    sales) has its window's rows deleted in a transaction of its own first. The file is the new generation's
+    private copy, so the warehouse in use never shows the step between.
     """
     first, last = window
     order = schema.dependency_order(tables)
+    days = [str(np.datetime64(first, "D")), str(np.datetime64(last, "D"))]
     con = duckdb.connect(str(db), config={"preserve_insertion_order": False})
     try:
         con.execute("SET enable_progress_bar = false")
@@ -458,8 +464,10 @@ def apply_increment(db: Path, stage: Path, tables: list[str], window: tuple[int,
         for name in reversed(order):  # children before the rows they reference
             field = _dated(name)
             if field is not None:
-                con.execute(f"DELETE FROM {name} WHERE {field} BETWEEN $1::DATE AND $2::DATE",
-                            [str(np.datetime64(first, "D")), str(np.datetime64(last, "D"))])
+                con.execute(f"DELETE FROM {name} WHERE {field} BETWEEN $1::DATE AND $2::DATE", days)
+                if any(fk.table in tables and _dated(fk.table) for fk in schema.table(name).foreign_keys):
+                    con.execute("COMMIT")
+                    con.execute("BEGIN TRANSACTION")
         for name in order:
             tdef = schema.table(name)
             if _dated(name) is None:

@@ -17,6 +17,7 @@ from typing import ContextManager, Optional
 
 import apache_beam as beam
 
+from fmcg_beam import quality
 from fmcg_beam.bigquery.connection import (
     BigQueryUnavailable,
     Target,
@@ -48,6 +49,7 @@ class BigQuerySink(Sink):
         self.watchdog: Optional[Watchdog] = None
         self.remote = (settings.runner or "").lower() in ("dataflowrunner", "dataflow")
         self.result = None  # a remote job, to cancel if the run fails
+        self.quality: Optional[quality.Report] = None  # the quality gate's report, once finished
 
     @property
     def where(self) -> str:
@@ -76,7 +78,20 @@ class BigQuerySink(Sink):
             raise RuntimeError(f"BigQuery rejected {failed} rows; see the pipeline log for the errors")
         counts = self.load.commit(dict(plan.rows))
         check_counts(plan, counts)
+        self.quality = self._check_quality(plan)
         return {t: (n, "") for t, n in counts.items()}
+
+    def _check_quality(self, plan) -> quality.Report:
+        """The quality gate, as SQL over the tables just swapped in, appended to ``run_quality`` in the dataset.
+
+        The run prints the report and applies ``--fail_on_quality_error``; a failed check does not raise here.
+        """
+        dataset = f"{self.target.project}.{self.target.dataset}"
+        period = (plan.context.start, plan.context.end)  # the warehouse's days, an increment's included
+        report = quality.run_bigquery(self.load.client, dataset, list(plan.tables), dict(plan.rows), period,
+                                      run_id=self.load.run_id)
+        quality.store_bigquery(self.load.client, dataset, report)
+        return report
 
     def fail(self, exc: BaseException) -> BaseException:
         """Clean up after a failed or interrupted staged load; the exception to raise, with ``warehouse_state``."""
