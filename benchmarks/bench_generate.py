@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/bench_generate.py --scales 0.05,1,2,20 [--ceiling_processes 1,2]
         [--skip-ceiling] [--bigquery] [pipeline flags...]
+    .venv/bin/python benchmarks/bench_generate.py --increment --scale 20 [pipeline flags...]
 
 For every scale:
 
@@ -18,6 +19,11 @@ Prints one table row per scale: wall seconds, peak memory, each ceiling's second
 multiple of it (lower is better; 1.25 = 0.8x the ceiling's speed). Pipeline flags after the known ones
 go to every run (``--sink parquet``, ``--direct_num_workers 16``, ...). With ``--bigquery``: loads the
 pipeline into a local BigQuery emulator (bqemulator) with each write method at ``--bq_scale``.
+
+With ``--increment``: for every scale, a full run over the default period less its last day, then a one-day
+increment (``--mode incremental``) of that last day into it. Prints the increment's wall time, its start-up
+(interpreter and imports) and the rest, the fact rows it added per second, and the same day's share of the
+full run (the full run's wall time times the day's share of its rows).
 """
 
 from __future__ import annotations
@@ -169,7 +175,12 @@ def main() -> None:
     parser.add_argument("--skip-ceiling", action="store_true")
     parser.add_argument("--bigquery", action="store_true", help="also time loads into a local BigQuery emulator")
     parser.add_argument("--bq_scale", type=float, default=0.1)
+    parser.add_argument("--increment", action="store_true", help="time a one-day increment after a full run")
     args, extra = parser.parse_known_args()
+    if args.increment:
+        for scale in [float(x) for x in (args.scale or args.scales).split(",")]:
+            print("JSON " + json.dumps(bench_increment(scale, extra)))
+        return
     scales = [float(x) for x in (args.scale or args.scales).split(",")]
     counts = [] if args.skip_ceiling else [int(x) for x in args.ceiling_processes.split(",")]
     results = []
@@ -197,6 +208,35 @@ def main() -> None:
     if args.bigquery:
         with tempfile.TemporaryDirectory(prefix="fmcg-bench-") as tmp:
             print("JSON " + json.dumps({"bigquery": bench_bigquery(args.bq_scale, Path(tmp))}))
+
+
+INCREMENT_DAY = "2025-12-31"
+
+
+def bench_increment(scale: float, extra: list[str]) -> dict:
+    """A full run up to the day before ``INCREMENT_DAY``, then that day as an increment (see the docstring)."""
+    with tempfile.TemporaryDirectory(prefix="fmcg-bench-") as tmp:
+        out = str(Path(tmp) / "warehouse")
+        base = ["--scale", str(scale), "--output_dir", out, *extra]
+        full_wall, _, full_out = run_pipeline([*base, "--end_date", "2025-12-30"])
+        full_rows = sum(int(m.replace(",", "")) for m in re.findall(r"^(?:dim|fact)_\w+\s+([\d,]+)", full_out, re.M))
+        wall, peak, out_text = run_pipeline([*base, "--mode", "incremental", "--start_date", INCREMENT_DAY,
+                                             "--end_date", INCREMENT_DAY])
+        print(f"=== scale {scale:g}: one-day increment {INCREMENT_DAY}")
+        print(out_text.strip())
+        added = int(re.search(r"([\d,]+) rows added", out_text).group(1).replace(",", ""))
+        startup = re.search(r"start-up ([\d.]+) s", time_line(out_text))
+        startup_s = float(startup.group(1)) if startup else 0.0
+        share = full_wall * added / full_rows
+        result = {"scale": scale, "increment_seconds": round(wall, 2), "start_up_seconds": round(startup_s, 2),
+                  "after_start_up_seconds": round(wall - startup_s, 2), "fact_rows_added": added,
+                  "rows_per_second": round(added / wall), "peak_rss_gib": round(peak[0] / 2**30, 3),
+                  "full_run_seconds": round(full_wall, 2), "full_run_rows": full_rows,
+                  "day_share_of_full_run_seconds": round(share, 2), "time": time_line(out_text)}
+        print(f"scale {scale:g}: one-day increment {wall:.1f} s wall ({startup_s:.1f} s start-up, "
+              f"{wall - startup_s:.1f} s after), {added:,} fact rows = {added / wall:,.0f} rows/s; "
+              f"full run {full_wall:.1f} s for {full_rows:,} rows, the day's share {share:.2f} s")
+        return result
 
 
 def print_table(results: list[dict], counts: list[int]) -> None:

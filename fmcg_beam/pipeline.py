@@ -170,10 +170,15 @@ WriteFactory = Callable[[list[str]], beam.PTransform]
 
 
 def build(plan: Plan, options: PipelineOptions, write: WriteFactory, runner=None, spread: bool = True,
-          progress: str | None = None) -> beam.Pipeline:
-    """The un-run pipeline that generates ``plan`` and writes each level's tables with ``write(tables)``."""
+          progress: str | None = None, finish: Callable[[beam.Pipeline, dict], None] | None = None) -> beam.Pipeline:
+    """The un-run pipeline that generates ``plan`` and writes each level's tables with ``write(tables)``.
+
+    ``finish(pipeline, written)``, if given, adds the job's last step; ``written`` holds what each level's
+    write returned, by table where it returns a dict (``PerTable``).
+    """
     p = beam.Pipeline(runner=runner, options=options)
     generated: list[beam.PCollection] = []
+    written: dict = {}
     used: set[str] = set()
     for tables in levels(plan):
         name = level_name(tables, used)
@@ -184,6 +189,9 @@ def build(plan: Plan, options: PipelineOptions, write: WriteFactory, runner=None
             dims = dims | f"{name}/Dimensions" >> beam.Filter(lambda e, keep=frozenset(needed): e[0] in keep)
         shards = [s for t in tables for s in plan.shards[t]]
         out = p | f"{name}/Generate" >> GenerateTables(shards, plan.context, dims, spread, progress)
-        _ = out | f"{name}/Write" >> write(list(tables))
+        result = out | f"{name}/Write" >> write(list(tables))
+        written.update(result if isinstance(result, dict) else {name: result})
         generated.append(out)
+    if finish is not None:
+        finish(p, written)
     return p

@@ -36,7 +36,6 @@ need the period are left out)::
 from __future__ import annotations
 
 import datetime as dt
-import io
 import json
 import re
 import time
@@ -524,23 +523,11 @@ def bigquery_resource(dataset_ref) -> dict:
 
 def store_bigquery(client, dataset_ref, report: Report, timeout: Optional[float] = None) -> None:
     """Append the report to ``run_quality`` in the dataset (created if missing) with one load job."""
-    from google.cloud import bigquery
+    from fmcg_beam.bigquery.connection import JOB_TIMEOUT
+    from fmcg_beam.bigquery.finish import append_json
 
-    from fmcg_beam.bigquery.connection import API_TIMEOUT, JOB_TIMEOUT, _retry
-
-    deadline = time.monotonic() + (timeout or JOB_TIMEOUT)
-    resource = bigquery_resource(dataset_ref)
-    table = bigquery.Table.from_api_repr(resource)
-    client.create_table(table, exists_ok=True, retry=_retry(), timeout=_left(deadline, API_TIMEOUT))
-    config = bigquery.LoadJobConfig(
-        schema=table.schema, write_disposition="WRITE_APPEND", create_disposition="CREATE_NEVER",
-        source_format=bigquery.SourceFormat.NEWLINE_DELIMITED_JSON)
-    data = "".join(json.dumps(dict(r, run_at=r["run_at"].isoformat())) + "\n" for r in report.rows())
-    # A resumable upload (size=None), not load_table_from_json's multipart one: bqemulator refuses the media
-    # part of a multipart upload (Content-Type */*), and BigQuery takes both.
-    job = client.load_table_from_file(io.BytesIO(data.encode("utf-8")), f"{_dataset_id(dataset_ref)}.{TABLE}",
-                                      size=None, job_config=config, timeout=_left(deadline, API_TIMEOUT))
-    job.result(retry=_retry(), timeout=_left(deadline, JOB_TIMEOUT))
+    append_json(client, f"{_dataset_id(dataset_ref)}.{TABLE}", bigquery_resource(dataset_ref), report.rows(),
+                timeout or JOB_TIMEOUT)
 
 
 # -- the pipeline side -------------------------------------------------------------------------------------

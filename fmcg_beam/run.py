@@ -19,9 +19,10 @@ from dataclasses import dataclass, field
 
 from apache_beam.options.pipeline_options import DirectOptions, GoogleCloudOptions, PipelineOptions, StandardOptions
 
-from fmcg_beam import pipeline, progress, quality, sinks, worker
+from fmcg_beam import pipeline, progress, sinks, worker
 from fmcg_beam import plan as planning
 from fmcg_beam.options import Settings
+from fmcg_beam.quality import Report as QualityReport
 
 LOCAL_RUNNERS = (None, "", "DirectRunner", "FnApiRunner")
 
@@ -121,7 +122,7 @@ class RunReport:
     phases: dict[str, float] = field(default_factory=dict)
     # The quality gate's report over the destination (None where the run did not wait for it), and the
     # violations the generating side counted (``quality:<check>`` Beam counters), by check.
-    quality: quality.Report | None = None
+    quality: QualityReport | None = None
     pipeline_violations: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -211,7 +212,7 @@ def run(settings: Settings, beam_argv: list[str] | None = None, wait: bool = Tru
         sink.prepare(plan)
         with progress.local_run(plan, enabled=runner is not None) as progress_path:
             p = pipeline.build(plan, options, sink.write, runner, spread=spreads(options, runner),
-                               progress=progress_path)
+                               progress=progress_path, finish=sink.job_step(plan))
             built = time.perf_counter()
             with sink.watch():
                 result = p.run()

@@ -6,7 +6,8 @@
 2. ``write(tables)``, the transform that writes the ``(table, shard_id, RecordBatch)`` elements of any of
    ``tables`` (the pipeline calls it once per level of tables; ``pipeline.PerTable`` splits them for a sink
    that writes table by table);
-3. ``watch()``, a context manager around running the pipeline (a BigQuery endpoint's watchdog), and
+3. ``job_step(plan)``, an optional last step of the job itself (a BigQuery increment commits there, so a launch
+   that does not wait is finished too); ``watch()``, a context manager around running the pipeline (a BigQuery endpoint's watchdog), and
    ``started(result)`` once it runs;
 4. ``finish(plan, counters)`` once the pipeline succeeded: finish the destination (build DuckDB, swap the
    tables in), check it against the plan, and return what was written per table (rows, checksum);
@@ -64,6 +65,10 @@ class Sink:
 
     def write(self, tables: list[str]) -> beam.PTransform:
         raise NotImplementedError
+
+    def job_step(self, plan) -> Optional[Callable]:
+        """``finish(pipeline, written)`` that adds the job's own last step (``pipeline.build``), or ``None``."""
+        return None
 
     def watch(self) -> ContextManager:
         return contextlib.nullcontext()
@@ -283,7 +288,9 @@ class LocalSink(Sink):
 def _bigquery(settings: Settings, wait: bool = True) -> Sink:
     from fmcg_beam.bigquery.sink import BigQuerySink, DirectBigQuerySink
 
-    return (BigQuerySink if wait else DirectBigQuerySink)(settings, wait)
+    # An increment is always staged: its job commits it (``fmcg_beam.bigquery.finish``), waited for or not.
+    staged = wait or settings.mode == "incremental"
+    return (BigQuerySink if staged else DirectBigQuerySink)(settings, wait)
 
 
 SINKS: dict[str, Callable[..., Sink]] = {"duckdb": LocalSink, "parquet": LocalSink, "bigquery": _bigquery}

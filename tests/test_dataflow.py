@@ -538,6 +538,45 @@ def test_dataflow_runner_builds_the_job_offline(no_network, tmp_path, method):
     assert not list(tmp_path.iterdir()), "nothing is written when the job is only built"
 
 
+def test_an_incremental_job_commits_itself_after_every_write_offline(no_network, tmp_path):
+    """A Flex Template launch does not wait: the job's last step commits the increment (fmcg_beam.bigquery.finish)."""
+    import datetime as dt
+
+    from fmcg_beam.bigquery import Target, finish
+    from fmcg_beam.plan import Base
+
+    main = _load_main()
+    argv = [*_dataflow_argv(main), "--mode=incremental", "--start_date=2023-01-31"]
+    settings = resolve(argv, environ={})
+    every = planning.plan(resolve(_dataflow_argv(main), environ={})).tables
+    plan = planning.plan(settings, Base(dt.date(2023, 1, 1), dt.date(2023, 1, 30), every))
+    assert plan.increment is not None
+    target = Target.from_settings(settings)
+    tables = list(plan.tables)
+    fn = finish.FinishLoadFn(target, "abc123", tables, {t: f"{t}__stage" for t in tables}, dict(plan.rows),
+                             window=(dt.date(2023, 1, 31), dt.date(2023, 1, 31)), record={"seed": 3},
+                             expected=None, period=(dt.date(2023, 1, 1), dt.date(2023, 1, 31)))
+
+    def add(p, written):
+        assert set(written) == {t for t in tables if plan.shards[t]}
+        _ = p | "Finish" >> finish.FinishLoad(fn, [written[t] for t in tables if t in written])
+
+    p = pipeline.build(plan, PipelineOptions([*argv, "--dry_run=True"]), _dataflow_sink(settings, tmp_path),
+                       finish=add)
+    job = p.run().job
+    fns = _pickled_dofns(job.proto_pipeline)
+    (name, commit), = [(n, f) for n, f in fns.items() if isinstance(f, finish.FinishLoadFn)]
+    assert name.startswith("Finish/") and commit.window == (dt.date(2023, 1, 31), dt.date(2023, 1, 31))
+    # It waits on the load and copy jobs of every table the job writes.
+    finish_transform = next(t for t in job.proto_pipeline.components.transforms.values() if t.unique_name == name)
+    payload = beam_runner_api_pb2.ParDoPayload.FromString(finish_transform.spec.payload)
+    assert len(payload.side_inputs) == 2 * len([t for t in tables if plan.shards[t]])
+    sql = finish.replace_sql(target, tables, commit.staging, *commit.window)
+    assert sql.startswith("BEGIN TRANSACTION;") and sql.endswith("COMMIT TRANSACTION;")
+    assert f"DELETE FROM `{PROJECT}.fmcg.fact_sales` WHERE date BETWEEN DATE '2023-01-31' AND DATE '2023-01-31';" \
+        in sql
+
+
 # ---------------------------------------------------------------- packaging
 
 

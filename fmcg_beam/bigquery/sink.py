@@ -5,8 +5,13 @@ it loads staging tables and swaps them in only once everything succeeded (``Stag
 interruption before the swap drops the staging tables and leaves every final table as it was; the exception
 raised carries ``warehouse_state``, a phrase saying what the dataset holds now.
 
-``DirectBigQuerySink`` serves a Dataflow launch that returns once the job is submitted (``wait=False``, the
-Flex Template): no process is left to swap tables, so it recreates the final tables and the job loads them.
+An increment (``--mode incremental``) is staged too, but committed by the job itself, in one transaction
+(``fmcg_beam.bigquery.finish``), so the same code serves a run that waits and a Flex Template launch that
+does not (the scheduled daily increment).
+
+``DirectBigQuerySink`` serves a full load launched without waiting for its job (``wait=False``, the Flex
+Template): no process is left to swap tables, so it recreates the final tables and the job loads them; with
+``FILE_LOADS`` the job's last step records the warehouse and runs the quality gate.
 """
 
 from __future__ import annotations
@@ -17,7 +22,9 @@ from typing import ContextManager, Optional
 
 import apache_beam as beam
 
-from fmcg_beam import quality
+from fmcg_beam import increments, quality
+from fmcg_beam import plan as planning
+from fmcg_beam.bigquery import finish as job_finish
 from fmcg_beam.bigquery.connection import (
     BigQueryUnavailable,
     Target,
@@ -27,7 +34,7 @@ from fmcg_beam.bigquery.connection import (
     ensure_credentials,
 )
 from fmcg_beam.bigquery.staged import StagedLoad, SwapFailed
-from fmcg_beam.bigquery.tables import prepare_tables
+from fmcg_beam.bigquery.tables import prepare_tables, row_counts
 from fmcg_beam.bigquery.write import WriteBigQuery
 from fmcg_beam.faults import interrupt_in
 from fmcg_beam.options import Settings
@@ -50,16 +57,51 @@ class BigQuerySink(Sink):
         self.remote = (settings.runner or "").lower() in ("dataflowrunner", "dataflow")
         self.result = None  # a remote job, to cancel if the run fails
         self.quality: Optional[quality.Report] = None  # the quality gate's report, once finished
+        self.previous: Optional[dict] = None  # the dataset's warehouse record (an increment's base)
+        self.ran = False  # the pipeline was started
+        self.expected: Optional[dict[str, int]] = None  # an increment's: the rows of the whole warehouse
 
     @property
     def where(self) -> str:
         return self.target.where
+
+    def base(self) -> planning.Base:
+        """The warehouse an increment extends, from the dataset's ``fmcg_warehouse`` record."""
+        ensure_credentials(self.target)
+        check_endpoint(self.target)
+        self.previous = job_finish.read_record(self.target.client(), self.target)
+        s = self.settings
+        full = (f"python -m fmcg_beam --sink bigquery --project {s.project} --dataset {s.dataset} --seed {s.seed} "
+                f"--scale {s.scale:g} --start_date FIRST_DAY --end_date {s.end_date}")
+        return increments.check(s, self.previous, self.where, full)
 
     def prepare(self, plan) -> None:
         ensure_credentials(self.target)
         check_endpoint(self.target)  # an endpoint nobody answers at: one line within seconds
         self.load = StagedLoad(self.target, list(plan.tables))
         self.load.prepare()
+        if plan.increment is not None:
+            record = increments.record(self.settings, plan.tables, self.previous)
+            if not record["gaps"]:  # the warehouse will equal a full run over its period
+                full = self.settings.model_copy(update={"mode": "full", "start_date": plan.context.start,
+                                                        "end_date": plan.context.end})
+                self.expected = dict(planning.plan(full, None).rows)
+
+    def job_step(self, plan):
+        """An increment's commit, record and quality gate, as the job's last step (``finish.FinishLoad``)."""
+        if plan.increment is None:
+            return None
+        load = self.load
+        fn = job_finish.FinishLoadFn(
+            self.target, load.run_id, load.tables, {t: load.staging_id(t) for t in load.tables}, dict(plan.rows),
+            window=plan.increment, record=increments.record(self.settings, plan.tables, self.previous),
+            expected=self.expected, period=(plan.context.start, plan.context.end))
+
+        def add(pipeline, written):
+            results = [written[t] for t in load.tables if t in written]
+            _ = pipeline | "Finish" >> job_finish.FinishLoad(fn, results)
+
+        return add
 
     def write(self, tables: list[str]) -> beam.PTransform:
         return PerTable(tables, self.load.sink)
@@ -67,6 +109,7 @@ class BigQuerySink(Sink):
     def watch(self) -> ContextManager:
         # Only a local run is usefully interrupted when the endpoint goes away (a remote job has its own retries).
         self.watchdog = Watchdog(self.target.host if self.target.endpoint and not self.remote else None)
+        self.ran = True
         return self.watchdog
 
     def started(self, result) -> None:
@@ -76,8 +119,16 @@ class BigQuerySink(Sink):
         failed = sum(v for _, name, v in counters if name == "bq_failed_rows")
         if failed:
             raise RuntimeError(f"BigQuery rejected {failed} rows; see the pipeline log for the errors")
+        if plan.increment is not None:  # the job committed it, recorded it and ran the gate
+            self.load.committed = True
+            self.load.forget_staging()
+            counts = row_counts(self.target, list(plan.tables), self.load.client)
+            self.quality = job_finish.read_report(self.load.client, self.target, self.load.run_id)
+            return {t: (n, "") for t, n in counts.items()}
         counts = self.load.commit(dict(plan.rows))
         check_counts(plan, counts)
+        job_finish.write_record(self.load.client, self.target, self.load.run_id, "full",
+                                increments.record(self.settings, plan.tables, None))
         self.quality = self._check_quality(plan)
         return {t: (n, "") for t, n in counts.items()}
 
@@ -108,7 +159,11 @@ class BigQuerySink(Sink):
             _cancel(self.result)
         error = self._explain(exc, unchanged)
         self.load.abort()
-        if not isinstance(error, SwapFailed):
+        if self.ran and self.settings.mode == "incremental" and not isinstance(error, BigQueryUnavailable):
+            # The job's commit is one transaction that may have run before the failure.
+            set_state(error, f"the tables in {self.where} hold either the increment, whole, or their rows before "
+                             "it; rerun the increment, which never duplicates a row")
+        elif not isinstance(error, SwapFailed):
             set_state(error, unchanged)
         return error
 
@@ -131,7 +186,7 @@ class BigQuerySink(Sink):
         return error
 
     def close(self) -> None:
-        if self.load is not None:
+        if self.load is not None and self.wait:  # a job not waited for still reads its load files
             self.load.remove_temp()
 
 
@@ -157,6 +212,22 @@ class DirectBigQuerySink(Sink):
 
     def write(self, tables: list[str]) -> beam.PTransform:
         return PerTable(tables, lambda table: WriteBigQuery(table, self.target))
+
+    def job_step(self, plan):
+        """With ``FILE_LOADS``: the job records the warehouse (so increments can follow) and runs the gate."""
+        if self.target.method != "FILE_LOADS":
+            return None
+        run_id = quality.new_run_id()
+        fn = job_finish.FinishLoadFn(
+            self.target, run_id, list(plan.tables), {}, {}, window=None,
+            record=increments.record(self.settings, plan.tables, None), expected=dict(plan.rows),
+            period=(plan.context.start, plan.context.end))
+
+        def add(pipeline, written):
+            results = [written[t] for t in plan.tables if t in written]
+            _ = pipeline | "Finish" >> job_finish.FinishLoad(fn, results)
+
+        return add
 
     def finish(self, plan, counters) -> Written:
         raise RuntimeError("a direct BigQuery load is only submitted; nothing waits to finish it")

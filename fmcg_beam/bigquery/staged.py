@@ -369,6 +369,10 @@ class StagedLoad:
 
     # -- on failure ---------------------------------------------------------------------------------------------
 
+    def forget_staging(self) -> None:
+        """The job dropped this run's staging tables itself (``fmcg_beam.bigquery.finish``)."""
+        self._staged = []
+
     def abort(self, budget: float = ABORT_BUDGET_S) -> None:
         """Drop this run's staging (and unneeded backup) tables within ``budget`` seconds; finals are untouched."""
         ids = [self.staging_id(t) for t in self._staged]
