@@ -124,6 +124,7 @@ class RunReport:
     # violations the generating side counted (``quality:<check>`` Beam counters), by check.
     quality: QualityReport | None = None
     pipeline_violations: dict[str, int] = field(default_factory=dict)
+    generated_rows: int = 0  # the rows the pipeline generated (an increment's: its days and the dimensions)
 
     @property
     def quality_failed(self) -> bool:
@@ -139,9 +140,12 @@ class RunReport:
         for name, t in self.tables.items():
             rate = f"{t.rows / t.cpu_seconds:,.0f}" if t.cpu_seconds >= 0.01 else "-"
             lines.append(f"{name:<22}{t.rows:>12,}{t.expected:>12,}{t.cpu_seconds:>9.2f}{rate:>12}")
-        rate = self.total_rows / self.total_seconds if self.total_seconds else 0.0
+        rows = self.generated_rows if self.settings.mode == "incremental" else self.total_rows
+        rate = rows / self.total_seconds if self.total_seconds else 0.0
+        what = f"{rows:,} rows" if self.settings.mode != "incremental" else \
+            f"increment: {rows:,} rows generated (the warehouse now holds {self.total_rows:,})"
         lines.append(
-            f"total: {self.total_rows:,} rows in {self.total_seconds:.1f} s wall = {rate:,.0f} rows/s "
+            f"total: {what} in {self.total_seconds:.1f} s wall = {rate:,.0f} rows/s "
             f"(pipeline {self.pipeline_seconds:.1f} s, {self.settings.sink} {self.sink_seconds:.1f} s)"
         )
         if self.step_seconds:
@@ -240,6 +244,7 @@ def run(settings: Settings, beam_argv: list[str] | None = None, wait: bool = Tru
         sink.close()
     _fill_report(report, plan, values, written, getattr(sink, "expected", None))
     report.quality = getattr(sink, "quality", None)
+    report.generated_rows = sum(plan.rows.values())
     report.total_seconds = time.perf_counter() - started
     return report
 
