@@ -48,6 +48,20 @@ def run_cli(*args: str) -> int:
     return cli.main(argv)
 
 
+def tree(path: Path) -> dict[str, bytes]:
+    """Every file under ``path`` (following the warehouse's links, leaving out fmcg-beam's own folder) with
+    its bytes."""
+    from fmcg_beam import outdir
+
+    out = {}
+    for root, _, files in os.walk(path, followlinks=True):
+        for name in files:
+            p = Path(root) / name
+            if outdir.CONTROL not in p.relative_to(path).parts:
+                out[str(p.relative_to(path))] = p.read_bytes()
+    return out
+
+
 def manifest(out: Path) -> dict:
     return json.loads((out / "manifest.json").read_text())
 

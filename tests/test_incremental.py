@@ -4,9 +4,7 @@ refused when they cannot be, and checked by the quality gate like every run."""
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
-import os
 import shutil
 import subprocess
 import sys
@@ -18,7 +16,7 @@ import pytest
 
 from fmcg_beam import __version__, cli, increments, outdir, quality, timeline, warehouse
 
-from conftest import manifest, run_cli
+from conftest import manifest, run_cli, tree
 
 REPO = Path(__file__).resolve().parents[1]
 SCALE = ("--scale", "0.01", "--seed", "11")
@@ -48,15 +46,6 @@ def stats(out: Path) -> dict:
         return warehouse.duckdb_stats(out / outdir.DUCKDB_FILE, tables)
     return warehouse.parquet_stats(out, tables)
 
-
-def tree(path: Path) -> dict[str, bytes]:
-    out = {}
-    for root, _, files in os.walk(path, followlinks=True):
-        for name in files:
-            p = Path(root) / name
-            if outdir.CONTROL not in p.relative_to(path).parts:
-                out[str(p.relative_to(path))] = p.read_bytes()
-    return out
 
 
 def copy(src: Path, dst: Path) -> Path:

@@ -23,7 +23,7 @@ import pytest
 
 from fmcg_beam import outdir, warehouse
 
-from conftest import manifest, run_cli
+from conftest import manifest, run_cli, tree
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ("--scale", "0.01", "--end_date", "2023-01-31")
@@ -35,16 +35,6 @@ def cli(*args: str, timeout: float = 120, env: dict | None = None, **popen) -> s
     return subprocess.run([sys.executable, "-m", "fmcg_beam", *args], capture_output=True, text=True,
                           timeout=timeout, cwd=REPO, env=env, **popen)
 
-
-def tree(path: Path) -> dict[str, bytes]:
-    """Every file under ``path`` (following the warehouse's links) with its bytes."""
-    out = {}
-    for root, _, files in os.walk(path, followlinks=True):
-        for name in files:
-            p = Path(root) / name
-            if outdir.CONTROL not in p.relative_to(path).parts:
-                out[str(p.relative_to(path))] = p.read_bytes()
-    return out
 
 
 def control_entries(out: Path) -> list[str]:
