@@ -1,7 +1,8 @@
 """Command-line entry point: validate options, run, print the summary.
 
-Exit codes: 0 success; 2 bad input (nothing written); 1 a failed run; 130,
-143 and 129 a run stopped by Ctrl-C, SIGTERM and SIGHUP. Whatever stops a run,
+Exit codes: 0 success; 2 bad input (nothing written); 1 a failed run; 3 a
+run that wrote its warehouse and failed a quality check (``--fail_on_quality_error``);
+130, 143 and 129 a run stopped by Ctrl-C, SIGTERM and SIGHUP. Whatever stops a run,
 the previous warehouse is left as it was, and the run's own staging is removed.
 Every error is one line on stderr; a failed run's details (tracebacks, the
 workers' output) go to a log file that the line names.
