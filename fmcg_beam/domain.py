@@ -30,9 +30,9 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from fmcg_beam import reference, timeline
+from fmcg_beam import history, reference, timeline
 from fmcg_beam.columns import NULL
-from fmcg_beam.randomness import Streams, hash_uniform
+from fmcg_beam.randomness import Streams, hash_uniform, weighted_choice
 
 DIM_BLOCK = 1024  # row ids per dimension unit
 FACT_BLOCK = 16384  # rows of one day per fact unit
@@ -221,6 +221,74 @@ def price_on(launch_price: np.ndarray, launch_day: np.ndarray, day: np.ndarray |
     return np.round(launch_price * ratio).astype(np.int64)
 
 
+def price_revision_days(streams: Streams, launch: np.ndarray, disc: np.ndarray) -> np.ndarray:
+    """``[n, k]`` days of each product's list-price revisions, from launch until it is discontinued
+    (``price_revisions`` in ``history.json``), drawn from the product unit's own stream."""
+    spec = reference.history()["price_revisions"]
+    last = np.where(disc == NULL, NULL, disc - 1)
+    return history.recurring(streams["history.price_revision"], launch, last, spec["mean_interval_days"],
+                             spec["min_interval_days"])
+
+
+def list_price_day(revisions: np.ndarray, launch: np.ndarray, day: np.ndarray | int) -> np.ndarray:
+    """The day whose price index sets the list price on ``day``: the last revision by then, else the launch."""
+    return history.value_at(revisions, revisions, np.asarray(launch, dtype=np.int64), day)
+
+
+def by_unit(seed: int, table: str, ids: np.ndarray, draw: Callable[..., dict], *arrays: np.ndarray) -> dict:
+    """``draw(streams, ids, *arrays)`` for each dimension unit of ``ids`` (whole units, any order) with that
+    unit's own streams, as the dimension's generator drew them; the results row by row of ``ids``. For facts
+    that need what a member was on a day, which the dimension's row (as of the period end) no longer says."""
+    ids = np.asarray(ids, dtype=np.int64)
+    order = np.argsort(ids, kind="stable")
+    blocks = (ids[order] - 1) // DIM_BLOCK
+    parts = [draw(Streams(seed, table, (int(b),)), ids[order][blocks == b], *(a[order][blocks == b] for a in arrays))
+             for b in np.unique(blocks)]
+    out = {}
+    for name in (parts[0] if parts else {}):
+        joined = np.concatenate([p[name] for p in parts])
+        out[name] = np.empty_like(joined)
+        out[name][order] = joined
+    return out
+
+
+def product_revisions(seed: int, ids: np.ndarray, launch: np.ndarray, disc: np.ndarray) -> np.ndarray:
+    """``price_revision_days`` of the products ``ids``, row by row (see ``by_unit``)."""
+    if len(ids) == 0:
+        return np.empty((0, 1), dtype=np.int64)
+    return by_unit(seed, "dim_products", ids,
+                   lambda streams, _, a, b: {"days": price_revision_days(streams, a, b)}, launch, disc)["days"]
+
+
+def retailer_channels(streams: Streams, ids: np.ndarray, reg: np.ndarray, deact: np.ndarray,
+                      anchors: int) -> dict[str, np.ndarray]:
+    """Each account's first retailer type (index), and its channel change (``channel_changes`` in
+    ``history.json``): ``[n, 1]`` days (``history.NEVER``: none) and the type it changes to."""
+    types = retailer_types()
+    n = len(ids)
+    shares = np.array([t["share"] for t in types])
+    kind = np.where(ids <= len(types), ids - 1, weighted_choice(streams["retailer_type"], shares, n))
+    spec = reference.history()["channel_changes"]
+    index = retailer_type_index()
+    target = np.array([index.get(spec["to"].get(t["name"], ""), -1) for t in types], dtype=np.int64)[kind]
+    last = np.where(deact == NULL, NULL, deact - 1)
+    day = history.recurring(streams["history.channel_change"], reg, last, spec["mean_interval_days"],
+                            spec["min_interval_days"], columns=1)
+    changes = (target >= 0) & (ids > anchors) & (streams["history.channel_share"].random(n) < spec["share"])
+    return {"kind": kind, "channel_day": np.where(changes[:, None], day, history.NEVER),
+            "channel_kind": np.where(target >= 0, target, kind)}
+
+
+def retailer_kind_on(ch: dict[str, np.ndarray], day: np.ndarray | int) -> np.ndarray:
+    """The retailer type (index) of each account on ``day``."""
+    return history.value_at(ch["channel_day"], ch["channel_kind"][:, None], ch["kind"], day)
+
+
+def retailer_anchors(size: int) -> int:
+    """How many accounts are anchors (registered by 2014, never closed, never changing channel)."""
+    return max(len(retailer_types()), int(size * reference.retail()["retailer_lifecycle"]["anchor_share"]))
+
+
 def price_bands_day() -> int:
     """The day the catalogue's price bands are quoted at."""
     return timeline.day_number(dt.date.fromisoformat(reference.catalog()["price_bands_as_of"]))
@@ -317,6 +385,128 @@ def job_table() -> list[dict]:
 def can_sell_by_job() -> np.ndarray:
     """Whether a job books orders, by job_id (slot 0 unused)."""
     return np.array([False] + [bool(j["can_sell"]) for j in job_table()])
+
+
+MIN_EMPLOYEE_ANCHORS = 4
+PROMOTION, DEPARTMENT_MOVE, LOCATION_MOVE = 1, 2, 3  # the kinds of an employee's move
+MAX_PROMOTION_STEP = 2  # a promotion skips at most one level (Staff to Supervisor where no Senior job exists)
+
+
+@lru_cache(maxsize=None)
+def job_moves() -> dict[str, np.ndarray]:
+    """By job index (job_id - 1): the jobs of the next level up (at most ``MAX_PROMOTION_STEP``) in the same
+    department and work type with the same ``can_sell`` (promotions), and those of the same level and work type in another department that do not
+    sell (department transfers); ``[J, C]`` padded with -1, with their counts; plus the hiring weights, the
+    anchors' job and each job's site."""
+    jobs = job_table()
+    org = reference.org()
+    rank = {name: i for i, name in enumerate(org["job_levels"])}
+    level = [rank[j["job_level"]] for j in jobs]
+
+    def table(match) -> tuple[np.ndarray, np.ndarray]:
+        lists = [[k for k in range(len(jobs)) if match(i, k)] for i in range(len(jobs))]
+        width = max(1, max(len(x) for x in lists))
+        return (np.array([x + [-1] * (width - len(x)) for x in lists], dtype=np.int64),
+                np.array([len(x) for x in lists], dtype=np.int64))
+
+    def up(i: int, k: int) -> bool:
+        a, b = jobs[i], jobs[k]
+        same = a["department"] == b["department"] and a["work_type"] == b["work_type"] and a["can_sell"] == b["can_sell"]
+        higher = [level[x] for x in range(len(jobs)) if level[x] > level[i] and jobs[x]["department"] == a["department"]
+                  and jobs[x]["work_type"] == a["work_type"] and jobs[x]["can_sell"] == a["can_sell"]]
+        return same and bool(higher) and level[k] == min(higher) and level[k] <= level[i] + MAX_PROMOTION_STEP
+
+    def lateral(i: int, k: int) -> bool:
+        a, b = jobs[i], jobs[k]
+        return (a["department"] != b["department"] and a["work_type"] == b["work_type"] and level[i] == level[k]
+                and not a["can_sell"] and not b["can_sell"])
+
+    up_jobs, up_count = table(up)
+    side_jobs, side_count = table(lateral)
+    sellers = [i for i, j in enumerate(jobs) if j["can_sell"]]
+    work = org["work_types"]
+    return {"up": up_jobs, "up_count": up_count, "side": side_jobs, "side_count": side_count,
+            "weight": np.array([j["headcount_weight"] for j in jobs], dtype=np.float64),
+            "top_seller": np.int64(max(sellers, key=lambda i: jobs[i]["headcount_weight"])),
+            "site": np.array([work[j["work_type"]]["site"] for j in jobs], dtype=object),
+            "can_sell": np.array([bool(j["can_sell"]) for j in jobs])}
+
+
+def employee_anchors(size: int) -> int:
+    """How many employees are anchor sellers (hired by 2014, never leaving, never moving)."""
+    share = reference.org()["employee_lifecycle"]["anchor_share"]
+    return max(MIN_EMPLOYEE_ANCHORS, int(size * share))
+
+
+def _pick(table: np.ndarray, count: np.ndarray, job: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """One of ``table[job]``'s ``count[job]`` entries by ``u``; -1 where there is none."""
+    n = count[job]
+    return np.where(n > 0, table[job, np.minimum((u * n).astype(np.int64), np.maximum(n - 1, 0))], -1)
+
+
+def employee_jobs(streams: Streams, ids: np.ndarray, hire: np.ndarray, term: np.ndarray,
+                  anchors: int) -> dict[str, np.ndarray]:
+    """Each employee's first job (index) and moves (``promotions`` and ``transfers`` in ``history.json``):
+    ``move_days`` ``[n, k]`` sorted (``history.NEVER`` padded), ``move_kind`` (``PROMOTION``,
+    ``DEPARTMENT_MOVE``, ``LOCATION_MOVE``) and ``move_job`` (the job after each move)."""
+    jm = job_moves()
+    n = len(ids)
+    anchor = ids <= anchors
+    job0 = np.where(anchor, jm["top_seller"], weighted_choice(streams["job_id"], jm["weight"], n))
+    spec = reference.history()
+    last = np.where(term == NULL, NULL, term - 1)
+    pr, tr = spec["promotions"], spec["transfers"]
+    promo = history.recurring(streams["history.promotion"], hire, last, pr["mean_interval_days"],
+                              pr["min_interval_days"])
+    moves = history.recurring(streams["history.transfer"], hire, last, tr["mean_interval_days"],
+                              tr["min_interval_days"])
+    moves = np.where((jm["can_sell"][job0] | anchor)[:, None], history.NEVER, moves)  # sellers keep territory
+    to_department = (streams["history.transfer_department"].random(moves.shape) < tr["department_share"]) | (
+        jm["site"][job0] == "head_office")[:, None]
+    days = np.concatenate([promo, moves], axis=1)
+    kind = np.concatenate([np.full(promo.shape, PROMOTION),
+                           np.where(to_department, DEPARTMENT_MOVE, LOCATION_MOVE)], axis=1)
+    u = np.concatenate([streams["history.promotion_job"].random(promo.shape),
+                        streams["history.transfer_job"].random(moves.shape)], axis=1)
+    order = np.argsort(days, axis=1, kind="stable")
+    days, kind, u = (np.take_along_axis(a, order, axis=1) for a in (days, kind, u))
+    job = job0.copy()
+    after = np.empty(days.shape, dtype=np.int64)
+    for c in range(days.shape[1]):  # a move depends on the job the one before left
+        real = days[:, c] != history.NEVER
+        promoted = _pick(jm["up"], jm["up_count"], job, u[:, c])
+        moved = _pick(jm["side"], jm["side_count"], job, u[:, c])
+        is_promo, is_dept = real & (kind[:, c] == PROMOTION), real & (kind[:, c] == DEPARTMENT_MOVE)
+        # No job above: no promotion. No job across: a location move instead, except at the head office.
+        kind[:, c] = np.where(is_promo & (promoted < 0), 0, kind[:, c])
+        fallback = is_dept & (moved < 0)
+        kind[:, c] = np.where(fallback, np.where(jm["site"][job] == "head_office", 0, LOCATION_MOVE), kind[:, c])
+        job = np.where(is_promo & (promoted >= 0), promoted, np.where(is_dept & (moved >= 0), moved, job))
+        after[:, c] = job
+    days = np.where(kind == 0, history.NEVER, days)
+    order = np.argsort(days, axis=1, kind="stable")
+    days, kind, after = (np.take_along_axis(a, order, axis=1) for a in (days, kind, after))
+    return {"job": job0, "move_days": days, "move_kind": kind, "move_job": after}
+
+
+def job_on(moves: dict[str, np.ndarray], day: np.ndarray | int) -> np.ndarray:
+    """The job (index) of each employee on ``day``."""
+    return history.value_at(moves["move_days"], moves["move_job"], moves["job"], day)
+
+
+def promotions_by(moves: dict[str, np.ndarray], day: np.ndarray | int) -> np.ndarray:
+    """How many promotions each employee has had by ``day``."""
+    promoted = np.where(moves["move_kind"] == PROMOTION, moves["move_days"], history.NEVER)
+    return history.last_before(np.sort(promoted, axis=1), day)
+
+
+def salary_at(starting: np.ndarray, hire: np.ndarray, day: np.ndarray | int, promotions: np.ndarray) -> np.ndarray:
+    """Monthly salary in centavos on ``day``: a raise on each work anniversary and on each promotion
+    (``promotions.raise`` in ``history.json``), in whole pesos x100."""
+    years = np.maximum((np.asarray(day, dtype=np.int64) - hire) // 365, 0)
+    raised = starting * np.power(1.0 + yearly_raise(), years) * np.power(
+        1.0 + reference.history()["promotions"]["raise"], promotions)
+    return (np.round(raised / 10_000) * 10_000).astype(np.int64)
 
 
 def retailer_types() -> list[dict]:

@@ -211,6 +211,18 @@ def _check_finance(f: str, doc: dict) -> None:
                                                       "premium_amount"), "insurance_name")
 
 
+def _check_history(f: str, doc: dict) -> None:
+    every = ("mean_interval_days", "min_interval_days")
+    for name in ("price_revisions", "credit_reviews", "terms_changes"):
+        require_fields(f, name, [dict(doc[name], name=name)], every)
+        if not 0 < doc[name]["min_interval_days"] < doc[name]["mean_interval_days"]:
+            _fail(f, name, "needs 0 < min_interval_days < mean_interval_days", "fix the two intervals")
+    reviews = doc["credit_reviews"]
+    require_fields(f, "credit_reviews", [dict(reviews, name="credit_reviews")], ("factor_min", "factor_max"))
+    if not 0 < reviews["factor_min"] <= reviews["factor_max"]:
+        _fail(f, "credit_reviews", "needs 0 < factor_min <= factor_max", "fix the two factors")
+
+
 CHECKS: dict[str, Callable[[str, dict], None]] = {
     "catalog.json": _check_catalog,
     "retail.json": _check_retail,
@@ -222,6 +234,7 @@ CHECKS: dict[str, Callable[[str, dict], None]] = {
     "economy.json": _check_economy,
     "holidays.json": _check_holidays,
     "finance.json": _check_finance,
+    "history.json": _check_history,
 }
 
 
@@ -274,6 +287,7 @@ catalog = _loader("catalog.json")
 costs = _loader("costs.json")
 economy = _loader("economy.json")
 finance = _loader("finance.json")
+history = _loader("history.json")
 holidays = _loader("holidays.json")
 marketing = _loader("marketing.json")
 org = _loader("org.json")

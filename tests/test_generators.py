@@ -89,7 +89,8 @@ def test_dimension_members_do_not_depend_on_the_period():
     lifecycle = {
         "dim_products": ["product_id", "launch_date", "discontinued_date", "launch_price", "brand_id"],
         "dim_retailers": ["retailer_id", "registration_date", "deactivation_date", "location_id"],
-        "dim_employees": ["employee_id", "hire_date", "termination_date", "job_id", "starting_salary"],
+        # job_id, department_id and location_id are as of the period end (promotions, transfers).
+        "dim_employees": ["employee_id", "hire_date", "termination_date", "starting_salary", "bank_id"],
         "dim_campaigns": ["campaign_id", "start_date", "end_date", "brand_id", "budget"],
     }
     for name, cols in lifecycle.items():

@@ -14,11 +14,13 @@ from __future__ import annotations
 from typing import Iterator, Mapping
 
 from fmcg_beam.generators.base import (  # noqa: F401 - re-exported
+    ChangingDimension,
     ChildOfFact,
     ChildUnit,
     Context,
     DailyFactGenerator,
     DimensionGenerator,
+    HistoryGenerator,
     Lookups,
     Shard,
     TableGenerator,
@@ -63,6 +65,10 @@ BUILTIN_GENERATORS: dict[str, TableGenerator] = {
         RetailersGenerator(),
         EmployeesGenerator(),
         CampaignsGenerator(),
+        HistoryGenerator(ProductsGenerator()),
+        HistoryGenerator(RetailersGenerator()),
+        HistoryGenerator(EmployeesGenerator()),
+        HistoryGenerator(CampaignsGenerator()),
         SalesGenerator(),
         InventoryGenerator(),
         PayrollGenerator(),

@@ -36,7 +36,7 @@ from typing import Callable, ClassVar, Mapping, Optional, Sequence, TypeVar
 import numpy as np
 import pyarrow as pa
 
-from fmcg_beam import columns, schema
+from fmcg_beam import columns, history, schema
 from fmcg_beam.columns import NULL
 from fmcg_beam.domain import Context, Unit  # noqa: F401 - re-exported to the pipeline and the plan
 from fmcg_beam.domain import DIM_BLOCK, FACT_BLOCK, check_planned, daily_units
@@ -223,6 +223,61 @@ class DimensionGenerator(TableGenerator):
     def generate_all(self, ctx: Context) -> pa.Table:
         """The whole dimension."""
         return pa.Table.from_batches([self.generate(ctx, self.units(ctx))], schema=self.tdef.arrow_schema)
+
+
+class ChangingDimension(DimensionGenerator):
+    """A dimension whose members change over time (``fmcg_beam.history``): ``members`` draws what a member
+    is, ``timeline`` the days it changes, and ``as_of`` its columns on given days. Its rows are the members
+    as of the period's end; ``HistoryGenerator`` makes its ``<name>_history`` table from the same three."""
+
+    def members(self, ctx: Context, unit: Unit) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def timeline(self, ctx: Context, m: dict[str, np.ndarray]) -> "history.Timeline":
+        raise NotImplementedError
+
+    def as_of(self, ctx: Context, m: dict[str, np.ndarray], tl: "history.Timeline",
+              days: np.ndarray) -> dict[str, object]:
+        raise NotImplementedError
+
+    def generate_unit(self, ctx: Context, unit: Unit, lookups: Lookups | None = None) -> dict[str, object]:
+        m = self.members(ctx, unit)
+        n = len(m["id"])
+        return self.as_of(ctx, m, self.timeline(ctx, m), np.full(n, ctx.end_day, dtype=np.int64))
+
+
+class HistoryGenerator(DimensionGenerator):
+    """``<dimension>_history``: one row per version of each member up to the period's end (see
+    ``fmcg_beam.history``), unit by unit of the dimension, with the dimension's own random streams."""
+
+    def __init__(self, base: ChangingDimension):
+        self.base = base
+        self.name = history.HISTORY[base.name]
+
+    def size(self, ctx: Context) -> int:
+        return self.base.size(ctx)
+
+    def streams(self, ctx: Context, unit: Unit) -> Streams:
+        return self.base.streams(ctx, unit)
+
+    def _versions(self, ctx: Context, unit: Unit):
+        m = self.base.members(ctx, unit)
+        tl = self.base.timeline(ctx, m)
+        return m, tl, tl.versions(ctx.end_day)
+
+    def units(self, ctx: Context, lookups: Lookups | None = None) -> list[Unit]:
+        return [Unit(u.key, len(self._versions(ctx, u)[2]["member"])) for u in self.base.units(ctx)]
+
+    def generate_unit(self, ctx: Context, unit: Unit, lookups: Lookups | None = None) -> dict[str, object]:
+        base_unit = self.base.units(ctx)[unit.key[0]]
+        m, tl, v = self._versions(ctx, base_unit)
+        idx = v["member"]
+        rows = self.base.as_of(ctx, {k: a[idx] for k, a in m.items()},
+                               history.Timeline(tl.days[idx], tl.reasons[idx]), v["valid_from"])
+        ids = m["id"][idx]
+        return {**rows, "version_key": history.version_keys(ids, v["valid_from"]), "valid_from": v["valid_from"],
+                "valid_to": v["valid_to"], "is_current": v["is_current"],
+                "change_reason": v["change_reason"].astype(object)}
 
 
 class ReferenceDimension(DimensionGenerator):

@@ -5,7 +5,8 @@ period is asked for. A campaign's type follows the type weights of
 ``marketing.json`` and sets its duration and budget range; the budget grows
 with ``sqrt(scale)``, like the number of campaigns. It starts in a month of
 its occasion (Christmas, back to school, ...) and promotes a brand drawn by
-popularity. ``status`` is as of the period's end.
+popularity. ``status`` is as of the period's end; ``dim_campaigns_history`` holds its versions
+(planned when set up, active from the first day, completed the day after the last).
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ import math
 
 import numpy as np
 
-from fmcg_beam import reference, timeline
-from fmcg_beam.domain import office_hours_us, updated_at
-from fmcg_beam.generators.base import Context, DimensionGenerator, Unit
+from fmcg_beam import history, reference, timeline
+from fmcg_beam.domain import US_PER_DAY, office_hours_us, stamp_us
+from fmcg_beam.generators.base import ChangingDimension, Context, Unit
 from fmcg_beam.randomness import Streams, weighted_choice
 
 FIRST_YEAR, LAST_YEAR = 2015, 2030
@@ -59,13 +60,13 @@ def _names(streams: Streams, brand: np.ndarray, occ: np.ndarray, year: np.ndarra
     ], dtype=object)
 
 
-class CampaignsGenerator(DimensionGenerator):
+class CampaignsGenerator(ChangingDimension):
     name = "dim_campaigns"
 
     def size(self, ctx: Context) -> int:
         return campaigns_per_year(ctx) * (LAST_YEAR - FIRST_YEAR + 1)
 
-    def generate_unit(self, ctx: Context, unit: Unit, lookups=None) -> dict[str, object]:
+    def members(self, ctx: Context, unit: Unit) -> dict[str, np.ndarray]:
         mk = reference.marketing()
         types = mk["campaign_types"]
         streams = self.streams(ctx, unit)
@@ -74,7 +75,7 @@ class CampaignsGenerator(DimensionGenerator):
         year = FIRST_YEAR + (ids - 1) // campaigns_per_year(ctx)
         kind = weighted_choice(streams["campaign_type"], np.array([t["weight"] for t in types], dtype=np.float64), n)
         cal = _calendar(streams, year, kind)
-        start, end = cal["start"], cal["end"]
+        start = cal["start"]
         popularity = np.array([b["popularity"] for b in reference.catalog()["brands"]])
         brand = weighted_choice(streams["brand_id"], popularity, n)
         bmin = np.array([types[k]["budget_min"] for k in kind], dtype=np.float64)
@@ -83,18 +84,37 @@ class CampaignsGenerator(DimensionGenerator):
         audiences = np.array(mk["target_audiences"], dtype=object)
         audience = audiences[streams["target_audience"].integers(0, len(audiences), n)]
         audience[streams["target_audience.none"].random(n) < NO_AUDIENCE_SHARE] = None
-        as_of = ctx.end_day
-        created = office_hours_us(start - PLANNING_DAYS, streams["created_at"])
         return {
-            "campaign_id": ids,
-            "campaign_name": _names(streams, brand, cal["occasion"], year),
-            "campaign_type": np.array([types[k]["name"] for k in kind], dtype=object),
-            "brand_id": brand + 1,
+            "id": ids,
+            "name": _names(streams, brand, cal["occasion"], year),
+            "type": np.array([types[k]["name"] for k in kind], dtype=object),
+            "brand": brand,
+            "start": start,
+            "end": cal["end"],
+            "budget": (budget * 100).astype(np.int64),
+            "audience": audience,
+            "created": office_hours_us(start - PLANNING_DAYS, streams["created_at"]),
+        }
+
+    def timeline(self, ctx: Context, m: dict[str, np.ndarray]) -> history.Timeline:
+        """Planned when set up, active from the first day, completed the day after the last."""
+        planned = m["created"] // US_PER_DAY
+        return history.Timeline.of([("planned", history.single(planned)), ("started", history.single(m["start"])),
+                                    ("completed", history.single(m["end"] + 1))])
+
+    def as_of(self, ctx: Context, m: dict[str, np.ndarray], tl: history.Timeline,
+              days: np.ndarray) -> dict[str, object]:
+        start, end = m["start"], m["end"]
+        return {
+            "campaign_id": m["id"],
+            "campaign_name": m["name"],
+            "campaign_type": m["type"],
+            "brand_id": m["brand"] + 1,
             "start_date": start,
             "end_date": end,
-            "budget": (budget * 100).astype(np.int64),
-            "target_audience": audience,
-            "status": np.where(end < as_of, "Completed", np.where(start <= as_of, "Active", "Planned")).astype(object),
-            "created_at": created,
-            "updated_at": updated_at(created, [start, end], as_of),
+            "budget": m["budget"],
+            "target_audience": m["audience"],
+            "status": np.where(end < days, "Completed", np.where(start <= days, "Active", "Planned")).astype(object),
+            "created_at": m["created"],
+            "updated_at": history.updated_at(m["created"], tl, days, stamp_us),
         }

@@ -15,8 +15,8 @@ streams; receipts are what balances the month, so
 
     closing_stock = opening_stock + stock_received - stock_sold - stock_lost
 
-holds exactly with every term >= 0. ``unit_cost`` is the product's launch cost
-carried through the price index to the snapshot date.
+holds exactly with every term >= 0. ``unit_cost`` is the product's cost in its
+version valid on the snapshot date (``dim_products_history``).
 """
 
 from __future__ import annotations
@@ -30,10 +30,12 @@ from fmcg_beam.domain import (
     Unit,
     block_rows,
     fact_keys,
+    list_price_day,
     live_during,
     monthly_units,
     price_on,
     product_appeal,
+    product_revisions,
     stamp_us,
     sweetened_by_category,
 )
@@ -72,6 +74,7 @@ class InventoryInputs:
         self.p_end = p.col("discontinued_date")
         self.p_cost = p.col("launch_cost")
         self.p_sweet = sweetened_by_category()[p.col("category_id")]
+        self.p_revisions = product_revisions(ctx.seed, self.p_id, self.p_launch, self.p_end)
         self.p_appeal = product_appeal(ctx.seed, self.p_id)
         self.l_id = loc.col("location_id")
         if len(self.l_id) and self.l_id.max() >= LOCATION_FACTOR:
@@ -134,7 +137,9 @@ class InventoryGenerator(TableGenerator):
         days_on_sale = np.minimum(day - m.p_launch[rows] + 1, day - first + 1)
         received, sold, lost = _flows(self.streams(ctx, unit), base, opening, closing,
                                       days_on_sale / (day - first + 1), demand)
-        cost = np.repeat(price_on(m.p_cost[rows], m.p_launch[rows], day, m.p_sweet[rows]), n_loc)
+        # The unit cost of the product's version valid on the snapshot day (dim_products_history).
+        cost_day = list_price_day(m.p_revisions[rows], m.p_launch[rows], day)
+        cost = np.repeat(price_on(m.p_cost[rows], m.p_launch[rows], cost_day, m.p_sweet[rows]), n_loc)
         closing = closing.ravel()
         return {
             "inventory_id": fact_keys(day, coord.ravel()),

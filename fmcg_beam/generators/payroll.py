@@ -7,9 +7,11 @@ block of ``EMPLOYEE_BLOCK`` employee ids); the key is ``YYYYMMDD * 10**8 +
 employee_id``.
 
 Pay is built in centavos from period-independent attributes only (starting
-salary, hire and termination dates, job):
+salary, hire and termination dates, and the job and promotions of the
+employee's version valid on the last day employed in the month,
+``dim_employees_history``):
 
-* ``base_salary``: ``domain.salary_on`` the last day employed in the month,
+* ``base_salary``: ``domain.salary_at`` the last day employed in the month,
   prorated by calendar days employed / days in the month;
 * ``allowances``: rice, transport and communication allowances by job level
   (``job_levels`` in ``org.json``), prorated the same way (non-taxable);
@@ -40,12 +42,18 @@ from fmcg_beam.domain import (
     Context,
     Unit,
     block_rows,
+    by_unit,
+    department_ids,
+    employee_anchors,
+    employee_jobs,
     fact_keys,
     happened_by,
+    job_on,
     job_table,
     live_during,
     monthly_units,
-    salary_on,
+    promotions_by,
+    salary_at,
     stamp_us,
 )
 from fmcg_beam.generators.base import Lookups, TableGenerator
@@ -160,11 +168,15 @@ class PayrollInputs:
     def __init__(self, ctx: Context, lk: Lookups):
         e = lk["dim_employees"]
         self.e_id = e.col("employee_id")
-        self.dept = e.col("department_id")
-        self.job = e.col("job_id")
         self.hire = e.col("hire_date")
         self.term = e.col("termination_date")
         self.start_salary = e.col("starting_salary")
+        # Jobs and promotions over time (dim_employees_history), as the employee generator drew them.
+        anchors = employee_anchors(len(self.e_id))
+        self.moves = by_unit(ctx.seed, "dim_employees", self.e_id,
+                             lambda st, ids, hire, term: employee_jobs(st, ids, hire, term, anchors),
+                             self.hire, self.term)
+        self.department = np.array([0] + [department_ids()[j["department"]] for j in job_table()], dtype=np.int64)
 
     def employed_rows(self, block: int, first: int, last: int) -> np.ndarray:
         """Rows of the employees in ``block`` employed on at least one day of ``first..last``."""
@@ -255,8 +267,10 @@ class PayrollGenerator(TableGenerator):
         n = len(rows)
         streams = self.streams(ctx, unit)
         pm = _Month(m, day, rows)
-        job = m.job[rows]
-        rate = salary_on(m.start_salary[rows], pm.hire, pm.last)  # the monthly rate, centavos
+        # The job and the salary of the employee's version valid on the last day employed in the month.
+        moves = {k: v[rows] for k, v in m.moves.items()}
+        job = job_on(moves, pm.last) + 1
+        rate = salary_at(m.start_salary[rows], pm.hire, pm.last, promotions_by(moves, pm.last))  # centavos
         base = np.round(rate * pm.share).astype(np.int64)
         allowances = np.round(_job_arrays()["allowance"][job] * pm.share).astype(np.int64)
         overtime = _overtime(streams, pm, job, rate)
@@ -268,7 +282,7 @@ class PayrollGenerator(TableGenerator):
             "payroll_id": fact_keys(day, m.e_id[rows]),
             "date": np.full(n, day, dtype=np.int64),
             "employee_id": m.e_id[rows],
-            "department_id": m.dept[rows],
+            "department_id": m.department[job],
             "job_id": job,
             "days_worked": pm.days_worked,
             "base_salary": base,

@@ -7,7 +7,10 @@ subcategory (brands sell only in their own category), drawn by brand
 popularity. Launch prices fall in the subcategory's price band, carried from
 the band's date (``price_bands_as_of`` in ``catalog.json``) back to the launch
 date through the price index, rounded to 25 centavos; the cost is 75-85% of
-the price. ``unit_price``, ``cost`` and ``status`` are as of the period's end.
+the price. The list price is revised now and then (``price_revisions`` in ``history.json``): each
+revision moves it to where the price index has carried the launch price by that day, and it holds until
+the next. ``unit_price``, ``cost`` and ``status`` are as of the period's end; ``dim_products_history``
+holds every version (set up, launched, each revision, discontinued).
 
 Size: ``max(28, round(150 * sqrt(scale)))``.
 """
@@ -19,18 +22,21 @@ from functools import lru_cache
 
 import numpy as np
 
-from fmcg_beam import columns, reference, timeline
+from fmcg_beam import columns, history, reference, timeline
 from fmcg_beam.domain import (
+    US_PER_DAY,
     draw_lifecycle,
     happened_by,
+    list_price_day,
     office_hours_us,
     price_bands_day,
     price_on,
+    price_revision_days,
+    stamp_us,
     subcategory_table,
     sweetened_by_category,
-    updated_at,
 )
-from fmcg_beam.generators.base import Context, DimensionGenerator, Unit
+from fmcg_beam.generators.base import ChangingDimension, Context, Unit
 from fmcg_beam.randomness import Streams, weighted_choice
 
 COST_RATIO_MIN, COST_RATIO_MAX = 0.75, 0.85
@@ -101,39 +107,54 @@ def _names_and_skus(a: dict[str, np.ndarray], ids: np.ndarray) -> tuple[np.ndarr
 STATUSES = columns.pool(["Upcoming", "Active", "Discontinued"])
 
 
-class ProductsGenerator(DimensionGenerator):
+class ProductsGenerator(ChangingDimension):
     name = "dim_products"
 
     def size(self, ctx: Context) -> int:
         return ctx.member_count(150, 28)
 
-    def generate_unit(self, ctx: Context, unit: Unit, lookups=None) -> dict[str, object]:
+    def members(self, ctx: Context, unit: Unit) -> dict[str, np.ndarray]:
         streams = self.streams(ctx, unit)
         ids = self.ids(unit)
         a = _assortment(streams, ids)
         sweet = sweetened_by_category()[a["category"]]
         launch, disc = draw_lifecycle(streams, ids, len(subcategory_table()), reference.catalog()["product_lifecycle"])
         launch_price, launch_cost = _launch_prices(streams, a, launch, sweet)
-        as_of = ctx.end_day
-        launched, gone = launch <= as_of, happened_by(disc, as_of)
-        price_day = np.where(gone, disc - 1, np.where(launched, as_of, launch))
         names, skus = _names_and_skus(a, ids)
-        created = office_hours_us(launch - SETUP_DAYS, streams["created_at"])
+        return {"id": ids, "name": names, "sku": skus, "category": a["category"], "sub": a["sub"],
+                "brand": a["brand"], "pack": a["pack"], "launch_price": launch_price, "launch_cost": launch_cost,
+                "sweet": sweet, "launch": launch, "disc": disc,
+                "revisions": price_revision_days(streams, launch, disc),
+                "created": office_hours_us(launch - SETUP_DAYS, streams["created_at"])}
+
+    def timeline(self, ctx: Context, m: dict[str, np.ndarray]) -> history.Timeline:
+        """Set up a month before launch, launched, list-price revisions, discontinued."""
+        return history.Timeline.of([("created", history.single(m["created"] // US_PER_DAY)),
+                                    ("launched", history.single(m["launch"])),
+                                    ("price_revision", m["revisions"]),
+                                    ("discontinued", history.single(m["disc"]))])
+
+    def as_of(self, ctx: Context, m: dict[str, np.ndarray], tl: history.Timeline,
+              days: np.ndarray) -> dict[str, object]:
+        launch, disc = m["launch"], m["disc"]
+        launched, gone = launch <= days, happened_by(disc, days)
+        on = np.where(gone, disc - 1, np.where(launched, days, launch))
+        price_day = list_price_day(m["revisions"], launch, on)
         return {
-            "product_id": ids,
-            "product_name": names,
-            "sku": skus,
-            "category_id": a["category"],
-            "subcategory_id": a["sub"] + 1,
-            "brand_id": a["brand"] + 1,
-            "pack_size": a["pack"],
-            "launch_price": launch_price,
-            "launch_cost": launch_cost,
-            "unit_price": price_on(launch_price, launch, price_day, sweet),
-            "cost": price_on(launch_cost, launch, price_day, sweet),
+            "product_id": m["id"],
+            "product_name": m["name"],
+            "sku": m["sku"],
+            "category_id": m["category"],
+            "subcategory_id": m["sub"] + 1,
+            "brand_id": m["brand"] + 1,
+            "pack_size": m["pack"],
+            "launch_price": m["launch_price"],
+            "launch_cost": m["launch_cost"],
+            "unit_price": price_on(m["launch_price"], launch, price_day, m["sweet"]),
+            "cost": price_on(m["launch_cost"], launch, price_day, m["sweet"]),
             "status": columns.take(STATUSES, np.where(gone, 2, launched.astype(np.int64))),
             "launch_date": launch,
             "discontinued_date": disc,
-            "created_at": created,
-            "updated_at": updated_at(created, [launch, disc], as_of),
+            "created_at": m["created"],
+            "updated_at": history.updated_at(m["created"], tl, days, stamp_us),
         }

@@ -6,7 +6,11 @@ all accounts (``retail.json``), so every day has retailers of every type.
 Later accounts follow the type shares. Accounts are placed in proportion to
 population; names follow the type's name patterns; small outlets list the
 owner's mobile and large ones a landline; credit limits and payment terms
-follow the type. ``status`` and ``status_date`` are as of the period's end.
+follow the type, and change over time: credit reviews move the limit, the
+payment terms are renegotiated now and then, and a few accounts change channel
+as they grow (``history.json``). ``credit_limit``,
+``payment_terms``, ``status`` and ``status_date`` are as of the period's end;
+``dim_retailers_history`` holds every version.
 
 Size: ``max(30, round(500 * sqrt(scale)))``.
 """
@@ -15,17 +19,21 @@ from __future__ import annotations
 
 import numpy as np
 
-from fmcg_beam import reference
+from fmcg_beam import history, reference
+from fmcg_beam.columns import NULL
 from fmcg_beam.domain import (
     draw_lifecycle,
     happened_by,
     location_weights,
     office_hours_us,
+    retailer_anchors,
+    retailer_channels,
+    retailer_kind_on,
     retailer_types,
     selected_places,
-    updated_at,
+    stamp_us,
 )
-from fmcg_beam.generators.base import Context, DimensionGenerator, Unit
+from fmcg_beam.generators.base import ChangingDimension, Context, Unit
 from fmcg_beam.people import landline_numbers, mobile_numbers, person_names, slug
 from fmcg_beam.randomness import Streams, weighted_choice
 
@@ -69,25 +77,45 @@ def _terms(streams: Streams, kind: np.ndarray, provinces: np.ndarray) -> dict[st
     return out
 
 
-class RetailersGenerator(DimensionGenerator):
+def _changes(streams: Streams, kind: np.ndarray, reg: np.ndarray, deact: np.ndarray) -> dict[str, np.ndarray]:
+    """Credit reviews (day, factor) and payment-term changes (day, new terms) while the account is open
+    (``credit_reviews`` and ``terms_changes`` in ``history.json``)."""
+    spec = reference.history()
+    last = np.where(deact == NULL, NULL, deact - 1)
+    cr, tc = spec["credit_reviews"], spec["terms_changes"]
+    reviews = history.recurring(streams["history.credit_review"], reg, last, cr["mean_interval_days"],
+                                cr["min_interval_days"])
+    factors = cr["factor_min"] + streams["history.credit_factor"].random(reviews.shape) * (
+        cr["factor_max"] - cr["factor_min"])
+    changes = history.recurring(streams["history.terms_change"], reg, last, tc["mean_interval_days"],
+                                tc["min_interval_days"])
+    pick = streams["history.payment_terms"].random(changes.shape)
+    terms = np.empty(changes.shape, dtype=object)
+    for k, t in enumerate(retailer_types()):
+        opts = np.array(t["payment_terms"], dtype=object)
+        sel = kind == k
+        terms[sel] = opts[np.minimum((pick[sel] * len(opts)).astype(np.int64), len(opts) - 1)]
+    return {"reviews": reviews, "factors": np.cumprod(factors, axis=1), "terms_days": changes, "terms": terms}
+
+
+class RetailersGenerator(ChangingDimension):
     name = "dim_retailers"
 
     def size(self, ctx: Context) -> int:
         return ctx.member_count(500, 30)
 
-    def generate_unit(self, ctx: Context, unit: Unit, lookups=None) -> dict[str, object]:
-        types = retailer_types()
+    def members(self, ctx: Context, unit: Unit) -> dict[str, np.ndarray]:
         retail = reference.retail()
         streams = self.streams(ctx, unit)
         ids = self.ids(unit)
         n = len(ids)
         spec = retail["retailer_lifecycle"]
-        shares = np.array([t["share"] for t in types])
-        kind = np.where(ids <= len(types), ids - 1, weighted_choice(streams["retailer_type"], shares, n))
         places = selected_places(ctx)
         loc = weighted_choice(streams["location_id"], location_weights(ctx), n)
-        anchors = max(len(types), int(self.size(ctx) * spec["anchor_share"]))
+        anchors = retailer_anchors(self.size(ctx))
         reg, deact = draw_lifecycle(streams, ids, anchors, spec)
+        channels = retailer_channels(streams, ids, reg, deact, anchors)
+        kind = channels["kind"]
         _, first, last = person_names(streams, n, prefix="contact.")
         names = _names(streams, kind, loc, first, last, places)
         terms = _terms(streams, kind, np.array([places[i]["province"] for i in loc], dtype=object))
@@ -95,24 +123,42 @@ class RetailersGenerator(DimensionGenerator):
         contact[streams["contact_person"].random(n) < NO_CONTACT_SHARE] = None
         domains = np.array(retail["email_domains"], dtype=object)
         domain = domains[streams["email"].integers(0, len(domains), n)]
-        as_of = ctx.end_day
-        gone = happened_by(deact, as_of)
-        created = office_hours_us(reg, streams["created_at"])
         return {
-            "retailer_id": ids,
-            "retailer_name": names,
-            "retailer_type": np.array([types[k]["name"] for k in kind], dtype=object),
-            "location_id": loc + 1,
-            "contact_person": contact,
-            "phone": terms["phone"],
+            "id": ids, "name": names, "kind": kind, "loc": loc, "contact": contact, "phone": terms["phone"],
             "email": np.array([f"{slug(nm)[:40]}.{i}@{d}" for nm, i, d in zip(names, ids.tolist(), domain)],
                               dtype=object),
-            "credit_limit": terms["credit_limit"],
-            "payment_terms": terms["payment_terms"],
-            "status": np.where(gone, "Inactive", np.where(reg <= as_of, "Active", "Prospect")).astype(object),
+            "credit_limit": terms["credit_limit"], "payment_terms": terms["payment_terms"], "reg": reg,
+            "deact": deact, "created": office_hours_us(reg, streams["created_at"]), **channels,
+            **_changes(streams, kind, reg, deact),
+        }
+
+    def timeline(self, ctx: Context, m: dict[str, np.ndarray]) -> history.Timeline:
+        """Registered, credit reviews, payment-term changes, a channel change, deactivated."""
+        return history.Timeline.of([("registered", history.single(m["reg"])), ("credit_review", m["reviews"]),
+                                    ("terms_change", m["terms_days"]), ("channel_change", m["channel_day"]),
+                                    ("deactivated", history.single(m["deact"]))])
+
+    def as_of(self, ctx: Context, m: dict[str, np.ndarray], tl: history.Timeline,
+              days: np.ndarray) -> dict[str, object]:
+        reg, deact = m["reg"], m["deact"]
+        gone = happened_by(deact, days)
+        factor = history.value_at(m["reviews"], m["factors"], np.ones(len(reg)), days)
+        credit = (np.round(m["credit_limit"] / 100 * factor / 1000) * 1000 * 100).astype(np.int64)
+        types = retailer_types()
+        return {
+            "retailer_id": m["id"],
+            "retailer_name": m["name"],
+            "retailer_type": np.array([types[k]["name"] for k in retailer_kind_on(m, days)], dtype=object),
+            "location_id": m["loc"] + 1,
+            "contact_person": m["contact"],
+            "phone": m["phone"],
+            "email": m["email"],
+            "credit_limit": credit,
+            "payment_terms": history.value_at(m["terms_days"], m["terms"], m["payment_terms"], days),
+            "status": np.where(gone, "Inactive", np.where(reg <= days, "Active", "Prospect")).astype(object),
             "status_date": np.where(gone, deact, reg),
             "registration_date": reg,
             "deactivation_date": deact,
-            "created_at": created,
-            "updated_at": updated_at(created, [deact], as_of),
+            "created_at": m["created"],
+            "updated_at": history.updated_at(m["created"], tl, days, stamp_us),
         }

@@ -11,7 +11,8 @@ the seller's job books orders); a seller in the retailer's region is
 preferred. Retailers are drawn by their type's order frequency and products by
 their appeal. About 30% of lines are tied to a campaign running that day, and
 then the product is one of the campaign brand's, with a 5-15% discount.
-Prices follow the product's launch price through the price index, and
+The list price is the product's in its version valid on the sale date (its last
+price revision, ``dim_products_history``), and
 ``total_amount = quantity * unit_price - discount_amount`` exactly. Order
 sizes, commissions, lead times and delivery outcomes follow ``retail.json``.
 """
@@ -25,14 +26,19 @@ import numpy as np
 from fmcg_beam import columns, reference, timeline
 from fmcg_beam.columns import NULL
 from fmcg_beam.domain import (
+    by_unit,
     Context,
     Unit,
     can_sell_by_job,
     fact_keys,
     live_during,
+    list_price_day,
     price_on,
     product_appeal,
-    retailer_type_index,
+    product_revisions,
+    retailer_anchors,
+    retailer_channels,
+    retailer_kind_on,
     retailer_types,
     running_on,
     stamp_us,
@@ -78,19 +84,22 @@ class SalesInputs:
         self.p_id, self.p_launch, self.p_end = p.col("product_id"), p.col("launch_date"), p.col("discontinued_date")
         self.p_price, self.p_brand = p.col("launch_price"), p.col("brand_id")
         self.p_sweet = sweetened_by_category()[p.col("category_id")]
+        self.p_revisions = product_revisions(ctx.seed, self.p_id, self.p_launch, self.p_end)
         self.p_appeal = product_appeal(ctx.seed, self.p_id)
         region = dict(zip(loc.col("location_id").tolist(), loc.col("region")))
         rindex = {name: i for i, name in enumerate(sorted(set(region.values())))}
         self.n_regions = len(rindex)
         self.r_id, self.r_start = r.col("retailer_id"), r.col("registration_date")
         self.r_end = r.col("deactivation_date")
-        tindex = retailer_type_index()
-        self.r_type = np.array([tindex[t] for t in r.col("retailer_type")], dtype=np.int64)
+        # The channel of each account on a day (dim_retailers_history), as the retailer generator drew it.
+        anchors = retailer_anchors(len(self.r_id))
+        self.r_channels = by_unit(ctx.seed, "dim_retailers", self.r_id,
+                                  lambda st, ids, reg, end: retailer_channels(st, ids, reg, end, anchors),
+                                  self.r_start, self.r_end)
         self.r_region = np.array([rindex[region[x]] for x in r.col("location_id").tolist()], dtype=np.int64)
         types = retailer_types()
         self.t = {k: np.array([t[k] for t in types], dtype=np.float64) for k, v in types[0].items()
                   if isinstance(v, (int, float)) and not isinstance(v, bool)}
-        self.r_weight = self.t["order_frequency"][self.r_type]
         sells = can_sell_by_job()[e.col("job_id")]
         self.e_id, self.e_start = e.col("employee_id")[sells], e.col("hire_date")[sells]
         self.e_end = e.col("termination_date")[sells]
@@ -184,11 +193,14 @@ class SalesGenerator(DailyFactGenerator):
         sellers = np.flatnonzero(live_during(m.e_start, m.e_end, day))
         if len(retailers) == 0 or len(products) == 0 or len(sellers) == 0:
             raise AssertionError(f"no live members on day {timeline.from_day_number(day)}: anchors are missing")
-        r = retailers[weighted_choice(streams["retailer_id"], m.r_weight[retailers], n)]
+        kinds = retailer_kind_on(m.r_channels, day)  # every account's channel on the day
+        r = retailers[weighted_choice(streams["retailer_id"], m.t["order_frequency"][kinds[retailers]], n)]
         p, camp = _products(m, streams, day, products, n)
         e = _sellers(m, streams, sellers, r)
-        kind = m.r_type[r]
-        price = price_on(m.p_price[p], m.p_launch[p], day, m.p_sweet[p])
+        kind = kinds[r]
+        # The list price of the product's version valid on the day (dim_products_history).
+        price = price_on(m.p_price[p], m.p_launch[p], list_price_day(m.p_revisions[p], m.p_launch[p], day),
+                         m.p_sweet[p])
         return {
             "sale_id": fact_keys(day, pos),
             "date": np.full(n, day, dtype=np.int64),
