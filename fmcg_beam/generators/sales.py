@@ -199,8 +199,8 @@ class SalesGenerator(DailyFactGenerator):
         e = _sellers(m, streams, sellers, r)
         kind = kinds[r]
         # The list price of the product's version valid on the day (dim_products_history).
-        price = price_on(m.p_price[p], m.p_launch[p], list_price_day(m.p_revisions[p], m.p_launch[p], day),
-                         m.p_sweet[p])
+        price_day = list_price_day(m.p_revisions, m.p_launch, day)  # per product: a few hundred, not per line
+        price = price_on(m.p_price[p], m.p_launch[p], price_day[p], m.p_sweet[p])
         return {
             "sale_id": fact_keys(day, pos),
             "date": np.full(n, day, dtype=np.int64),
