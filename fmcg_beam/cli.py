@@ -99,6 +99,9 @@ def main(argv: list[str] | None = None, wait: bool = True) -> int:
 
 
 def _main(argv: list[str], wait: bool) -> int:
+    if argv[:1] == ["replay"]:  # python -m fmcg_beam replay: a warehouse from a change feed
+        from fmcg_beam import changes
+        return changes.main(argv[1:])
     if "-h" in argv or "--help" in argv:
         help_parser().print_help()
         return 0

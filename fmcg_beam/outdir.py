@@ -26,6 +26,7 @@ digest of its content.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import hashlib
@@ -50,7 +51,8 @@ FORMAT_LINE = f"{FORMAT} {FORMAT_VERSION}\n"
 MANIFEST = "manifest.json"
 DUCKDB_FILE = "fmcg.duckdb"
 PARQUET_DIR = "parquet"
-OWNED = (DUCKDB_FILE, PARQUET_DIR, MANIFEST)  # the top-level entries a warehouse may have
+CHANGES_DIR = "changes"  # the change feed (fmcg_beam.changes)
+OWNED = (DUCKDB_FILE, PARQUET_DIR, CHANGES_DIR, MANIFEST)  # the top-level entries a warehouse may have
 CURRENT = "current"
 _GEN = re.compile(r"^gen-[0-9a-f]{12}$")
 _STAGING = re.compile(r"^staging-[0-9a-f]{12}$")
@@ -272,7 +274,10 @@ class OutputDir:
         if stale:
             size = sum(size_of(p) for p in stale)
             for p in stale:
-                shutil.rmtree(p, ignore_errors=True)
+                if p.is_symlink():  # a killed run's temporary link to its staging (at_final_path)
+                    p.unlink()
+                else:
+                    shutil.rmtree(p, ignore_errors=True)
             log.warning("removed %d stale folder(s) of interrupted runs from %s (%s)",
                         len(stale), self.control, _mb(size))
 
@@ -294,12 +299,27 @@ class OutputDir:
         self._staging.mkdir()
         return self._staging
 
+    def final_path(self, staging: Path) -> Path:
+        """Where ``staging`` will live once committed (its generation folder)."""
+        return self.control / ("gen-" + staging.name.removeprefix("staging-"))
+
+    @contextlib.contextmanager
+    def at_final_path(self, staging: Path):
+        """``staging`` reachable at ``final_path(staging)`` for a while (a temporary link): for what must record
+        paths that hold once the warehouse is committed (the DuckDB ``change_feed`` view)."""
+        final = self.final_path(staging)
+        os.symlink(staging.name, final)
+        try:
+            yield final
+        finally:
+            final.unlink()
+
     def commit(self, staging: Path) -> None:
         """Make ``staging`` (holding a sealed manifest) the warehouse, atomically; drop the old one."""
         if read_manifest(staging / MANIFEST) is None:
             raise RuntimeError(f"{staging} holds no sealed manifest; nothing was replaced")
         _fsync_tree(staging)
-        gen = self.control / ("gen-" + staging.name.removeprefix("staging-"))
+        gen = self.final_path(staging)
         os.rename(staging, gen)
         self._staging = None
         old = self.current()

@@ -123,6 +123,7 @@ class LocalSink(Sink):
         self.previous: Optional[dict] = None  # the current warehouse's record (an increment's base)
         self.expected: Optional[dict[str, int]] = None  # an increment's: the rows of the whole warehouse
         self.quality: Optional[quality.Report] = None
+        self.feed: dict[str, int] = {}  # change events written, per table
         self._open = False
 
     @property
@@ -172,10 +173,24 @@ class LocalSink(Sink):
             check_counts(plan, rows)
             if self.settings.sink == "duckdb":
                 self._build_duckdb(plan, rows)
+        self.feed = self._write_feed(plan)
         self.quality = self._check_quality(plan)
         outdir.write_manifest(self.stage, self._manifest(plan, stats))
         self.out.commit(self.stage)
         return stats
+
+    def _write_feed(self, plan) -> dict[str, int]:
+        """The change events of the run's days (``fmcg_beam.changes``): ``changes/`` in the new generation (an
+        increment links the earlier days' files), and the ``change_feed`` table of the DuckDB file."""
+        from fmcg_beam import changes
+
+        record = increments.record(self.settings, plan.tables, self.previous)
+        first, last = plan.context.fact_window
+        previous = self.out.current() if plan.increment is not None else None
+        with self.out.at_final_path(self.stage) as final:  # the view records the paths the committed files get
+            return changes.write_warehouse_changes(self.stage, first, last, run_id=changes.run_id(record, first, last),
+                                                   record=record, full=plan.increment is None, previous=previous,
+                                                   where=final)
 
     def _check_quality(self, plan) -> quality.Report:
         """The quality gate over the new generation, before it becomes current: the report goes with it.
@@ -269,6 +284,7 @@ class LocalSink(Sink):
             "warehouse": increments.record(self.settings, plan.tables, self.previous),
             "tables": {t: {"rows": rows, "expected_rows": (self.expected or plan.rows)[t], "checksum": checksum}
                        for t, (rows, checksum) in stats.items()},
+            "changes": {"events": sum(self.feed.values()), "tables": self.feed},
             "quality": None if self.quality is None else {
                 "run_id": self.quality.run_id, "checks": len(self.quality.checks),
                 "failed": [c.check for c in self.quality.failed]},

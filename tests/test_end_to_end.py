@@ -135,7 +135,7 @@ def test_table_subset_adds_the_dimensions_it_needs(tmp_path):
             "dim_brands", "dim_categories"} <= tables
     assert "fact_inventory" not in tables and "dim_banks" in tables  # employees reference banks
     con = duckdb.connect(str(out / "fmcg.duckdb"), read_only=True)
-    assert {r[0] for r in con.execute("SHOW TABLES").fetchall()} == tables | {"run_quality"}  # the gate's report
+    assert {r[0] for r in con.execute("SHOW TABLES").fetchall()} == tables | {"run_quality", "change_feed"}  # gate, feed
 
 
 def test_parquet_sink_writes_files_only(tmp_path):
