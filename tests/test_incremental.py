@@ -302,3 +302,13 @@ def test_a_kill_anywhere_in_an_increment_leaves_the_warehouse_before_it(built, r
     assert checksums(out) == checksums(reference)
     assert stats(out) == stats(reference)
     assert not [p for p in (out / outdir.CONTROL).iterdir() if p.name.startswith("staging")]
+
+
+# --- the change feed of the grown warehouse ---------------------------------------------------------------
+
+
+def test_the_feed_of_a_full_run_and_its_increments_replays_to_the_same_warehouse(built, tmp_path):
+    out = tmp_path / "replayed"
+    assert cli.main(["replay", "--changes", str(built["grown"]), "--output_dir", str(out)]) == 0
+    assert checksums(out) == checksums(built["grown"])
+    assert stats(out) == stats(built["grown"])
