@@ -4,4 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 FMCG_EXTRAS=test source ./scripts/bootstrap.sh
-exec "$VENV/bin/python" -m pytest "$@"
+# Test files run side by side, one file per worker (their module fixtures are built once);
+# FMCG_TEST_WORKERS=0 runs them in this process.
+exec "$VENV/bin/python" -m pytest -n "${FMCG_TEST_WORKERS:-auto}" --dist loadfile "$@"

@@ -32,6 +32,8 @@ TEST_REQUIRES = [
     "duckdb-extension-spatial==1.5.5",
     "google-cloud-dataflow-client==0.13.0",  # parses the Flex template's metadata.json strictly
     "pytest==9.2.0",
+    "pytest-xdist==3.8.0",  # run_tests.sh spreads the test files over the cores
+    "execnet==2.1.2",
     "wheel==0.45.1",  # builds the wheel offline (--no-build-isolation) with the venv's setuptools
 ]
 
