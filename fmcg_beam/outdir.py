@@ -27,14 +27,17 @@ digest of its content.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import fcntl
+import functools
 import hashlib
 import json
 import logging
 import os
 import re
 import shutil
+import sys
 import uuid
 from pathlib import Path
 from typing import Optional
@@ -385,8 +388,37 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _syncfs(path: Path) -> bool:
+    """Flush the whole file system holding ``path`` in one call (Linux ``syncfs``); False where there is none.
+
+    One call instead of an ``fsync`` per file: the kernel writes back every dirty page and the journal once, so a
+    warehouse of thousands of small files (the change feed's day files) costs what its bytes cost.
+    """
+    syncfs = getattr(_libc(), "syncfs", None) if sys.platform.startswith("linux") else None
+    if syncfs is None:
+        return False
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        if syncfs(fd) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"syncfs {path}: {os.strerror(err)}")
+    finally:
+        os.close(fd)
+    return True
+
+
+@functools.lru_cache(maxsize=1)
+def _libc():
+    try:
+        return ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return None
+
+
 def _fsync_tree(root: Path) -> None:
     """Flush a finished warehouse to disk before it becomes current, so a power cut cannot tear it."""
+    if _syncfs(root):
+        return
     for folder, _, files in os.walk(root):
         for name in files:
             fd = os.open(os.path.join(folder, name), os.O_RDONLY)

@@ -120,6 +120,8 @@ class RunReport:
     # Wall seconds by phase, in order: plan, set-up (the sink, building the pipeline), pipeline, the sink's
     # finish; the CLI puts start-up (interpreter and imports) first.
     phases: dict[str, float] = field(default_factory=dict)
+    # Wall seconds of the sink's finish by step (tables, feed, quality, commit), where it says.
+    sink_steps: dict[str, float] = field(default_factory=dict)
     # The quality gate's report over the destination (None where the run did not wait for it), and the
     # violations the generating side counted (``quality:<check>`` Beam counters), by check.
     quality: QualityReport | None = None
@@ -152,8 +154,11 @@ class RunReport:
             steps = ", ".join(f"{k} {v:.2f} s" for k, v in sorted(self.step_seconds.items()))
             lines.append(f"cpu by step: {steps}")
         if self.phases:
-            lines.append("time: " + ", ".join(f"{k} {v:.2f} s" for k, v in self.phases.items())
-                         + f" (wall {sum(self.phases.values()):.1f} s)")
+            parts = [f"{k} {v:.2f} s" for k, v in self.phases.items()]
+            if self.sink_steps:
+                steps = ", ".join(f"{k} {v:.2f}" for k, v in self.sink_steps.items())
+                parts = [p + f" ({steps})" if p.startswith(f"{self.settings.sink} ") else p for p in parts]
+            lines.append("time: " + ", ".join(parts) + f" (wall {sum(self.phases.values()):.1f} s)")
         if self.quality is not None:
             lines += self.quality.summary_lines()
         if self.pipeline_violations:
@@ -235,6 +240,7 @@ def run(settings: Settings, beam_argv: list[str] | None = None, wait: bool = Tru
         report.sink_seconds = time.perf_counter() - finish_started
         report.phases = {"plan": planned - started, "set-up": built - planned,
                          "pipeline": finish_started - built, settings.sink: report.sink_seconds}
+        report.sink_steps = dict(getattr(sink, "timings", {}))
     except BaseException as exc:
         error = sink.fail(exc)
         if error is exc:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import shutil
+import time
 from pathlib import Path
 from typing import Callable, ContextManager, Optional
 
@@ -124,6 +125,8 @@ class LocalSink(Sink):
         self.expected: Optional[dict[str, int]] = None  # an increment's: the rows of the whole warehouse
         self.quality: Optional[quality.Report] = None
         self.feed: dict[str, int] = {}  # change events written, per table
+        self.fact_feed = None  # the facts' events, written by the pipeline (fmcg_beam.changes.FactFeed)
+        self.timings: dict[str, float] = {}  # wall seconds of each step of finish(), in order
         self._open = False
 
     @property
@@ -154,16 +157,30 @@ class LocalSink(Sink):
         return increments.check(s, self.previous, self.where, full)
 
     def prepare(self, plan) -> None:
+        from fmcg_beam import changes
+
         self._enter()
         self.stage = self.out.new_staging()
+        record = increments.record(self.settings, plan.tables, self.previous)
+        first, last = plan.context.fact_window
+        self.fact_feed = changes.FactFeed.of(plan, record, self.stage, changes.run_id(record, first, last))
 
     def write(self, tables: list[str]) -> beam.PTransform:
-        return warehouse.WriteParquet(tables, self.stage)
+        return warehouse.WriteParquet(tables, self.stage, feed=self.fact_feed)
 
     def finish(self, plan, counters) -> Written:
         tables = list(plan.tables)
+        clock = time.perf_counter()
+
+        def lap(step: str) -> None:
+            nonlocal clock
+            now = time.perf_counter()
+            self.timings[step] = self.timings.get(step, 0.0) + now - clock
+            clock = now
+
         if plan.increment is not None:
             stats = self._finish_increment(plan)
+            lap("merge")
         else:
             for table in tables:
                 warehouse.ensure_parquet(self.stage, table)
@@ -173,24 +190,34 @@ class LocalSink(Sink):
             check_counts(plan, rows)
             if self.settings.sink == "duckdb":
                 self._build_duckdb(plan, rows)
-        self.feed = self._write_feed(plan)
+                lap("tables")
+        self.feed = self._write_feed(plan, counters)
+        lap("feed")
         self.quality = self._check_quality(plan)
+        lap("quality")
         outdir.write_manifest(self.stage, self._manifest(plan, stats))
         self.out.commit(self.stage)
+        lap("commit")
         return stats
 
-    def _write_feed(self, plan) -> dict[str, int]:
+    def _write_feed(self, plan, counters) -> dict[str, int]:
         """The change events of the run's days (``fmcg_beam.changes``): ``changes/`` in the new generation (an
-        increment links the earlier days' files), and the ``change_feed`` table of the DuckDB file."""
+        increment links the earlier days' files), and the ``change_feed`` view of the DuckDB file. The facts'
+        events were written by the pipeline beside their shards; here come the dimensions'."""
         from fmcg_beam import changes
 
         record = increments.record(self.settings, plan.tables, self.previous)
         first, last = plan.context.fact_window
+        counted = {t: v for t, name, v in counters if name == "feed_events"}
+        written = {t: plan.rows[t] for t in self.fact_feed.ranks}
+        wrong = {t: (counted[t], n) for t, n in written.items() if t in counted and counted[t] != n}
+        if wrong:
+            raise RuntimeError(f"the pipeline wrote other numbers of fact events than rows (events, rows): {wrong}")
         previous = self.out.current() if plan.increment is not None else None
         with self.out.at_final_path(self.stage) as final:  # the view records the paths the committed files get
-            return changes.write_warehouse_changes(self.stage, first, last, run_id=changes.run_id(record, first, last),
+            return changes.write_warehouse_changes(self.stage, first, last, run_id=self.fact_feed.run_id,
                                                    record=record, full=plan.increment is None, previous=previous,
-                                                   where=final)
+                                                   where=final, written=written)
 
     def _check_quality(self, plan) -> quality.Report:
         """The quality gate over the new generation, before it becomes current: the report goes with it.

@@ -98,34 +98,52 @@ def shard_path(root: Path, table: str, folder: str, shard_id: str) -> Path:
 
 
 class WriteParquetShardFn(beam.DoFn):
-    """Writes each generated shard to ``<root>/parquet/<table>/[month=YYYY-MM/]<shard_id>.parquet``."""
+    """Writes each generated shard to ``<root>/parquet/<table>/[month=YYYY-MM/]<shard_id>.parquet``; with
+    ``feed`` (a ``fmcg_beam.changes.FactFeed``), a fact shard's change events too, from the same batch."""
 
-    def __init__(self, root: str):
+    def __init__(self, root: str, feed=None):
         self.root = root
-        self._metrics = TableCounters("parquet_files", "write_msecs")
+        self.feed = feed
+        self._metrics = TableCounters("parquet_files", "write_msecs", "feed_events", "feed_msecs")
+        self._pool: ThreadPoolExecutor | None = None
+
+    def setup(self) -> None:
+        if self.feed is not None:  # a shard's day files are written side by side
+            self._pool = ThreadPoolExecutor(max_workers=max(2, min(4, os.cpu_count() or 1)))
+
+    def teardown(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
 
     def process(self, element: tuple[str, str, pa.RecordBatch]) -> Iterator[str]:
         table, shard_id, batch = element
         started = time.perf_counter()
-        files, msecs = self._metrics(table)
+        files, msecs, events, feed_msecs = self._metrics(table)
         for folder, part in by_month(table, batch):
             path = shard_path(Path(self.root), table, folder, shard_id)
             write_parquet(part, path, checksums.metadata(part))
             files.inc()
             yield str(path)
-        msecs.inc(int((time.perf_counter() - started) * 1000))
+        written = time.perf_counter()
+        msecs.inc(int((written - started) * 1000))
+        if self.feed is not None and self.feed.covers(table):
+            events.inc(self.feed.write(table, shard_id, batch, self._pool))
+            feed_msecs.inc(int((time.perf_counter() - written) * 1000))
 
 
 class WriteParquet(beam.PTransform):
-    """The local sink of any number of tables: Parquet files under ``root``, in one step."""
+    """The local sink of any number of tables: Parquet files under ``root``, in one step (and the facts' change
+    events, given a ``feed``)."""
 
-    def __init__(self, tables: list[str], root: str | os.PathLike):
+    def __init__(self, tables: list[str], root: str | os.PathLike, feed=None):
         super().__init__()
         self.tables = list(tables)
         self.root = str(root)
+        self.feed = feed
 
     def expand(self, batches: beam.PCollection) -> beam.PCollection:
-        return batches | "Parquet" >> beam.ParDo(WriteParquetShardFn(self.root))
+        return batches | "Parquet" >> beam.ParDo(WriteParquetShardFn(self.root, self.feed))
 
 
 def parquet_files(root: Path, table: str) -> list[str]:

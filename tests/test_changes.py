@@ -141,8 +141,11 @@ def test_snapshot_on_the_first_day(synthetic):
         events = _events(synthetic, dim)
         assert len(events) == con.execute(f"SELECT count(*) FROM {dim}").fetchone()[0]
         assert all(e["op"] == "c" and e["ts_ms"] == first_ms and e["source"]["snapshot"] for e in events)
-    days = [e["after"]["date_id"] for e in _events(synthetic, "dim_date")]
-    assert days == [FIRST + dt.timedelta(days=i) for i in range((LAST - FIRST).days + 1)]
+    calendar = _events(synthetic, "dim_date")  # the period's calendar is in the snapshot: one file, not one a day
+    assert [e["after"]["date_id"] for e in calendar] == [FIRST + dt.timedelta(days=i)
+                                                         for i in range((LAST - FIRST).days + 1)]
+    assert all(e["ts_ms"] == first_ms and e["source"]["snapshot"] for e in calendar)
+    assert len(changes.event_files(synthetic, "dim_date")) == 1
     con.close()
 
     n = _members(synthetic, "dim_products")
@@ -177,21 +180,39 @@ def test_an_update_carries_the_previous_version(synthetic):
         last[key] = e["after"]
 
 
-def test_events_are_in_order_and_positions_are_dense(synthetic):
+def test_events_are_in_order_and_positions_follow_day_table_and_key(synthetic):
     order = schema.dependency_order(changes.feed_tables(_record(synthetic)))
+    assert changes.table_ranks(_record(synthetic)) == {t: i for i, t in enumerate(order)}
+    mask = (1 << changes.POS_INDEX_BITS) - 1
     events = []
     for rank, table in enumerate(order):
+        indexes = []
         for f in changes.event_files(synthetic, table):
             rows = pq.read_table(f).to_pylist()
             assert [r["source"]["pos"] for r in rows] == sorted(r["source"]["pos"] for r in rows)
-            assert len({r["ts_ms"] for r in rows}) == 1 and Path(f).name == rows[0]["source"]["run_id"] + ".parquet"
+            assert len({r["ts_ms"] for r in rows}) == 1
+            first = rows[0]["source"]
+            assert Path(f).name == f"{first['run_id']}-{first['pos'] & mask:0{changes.INDEX_DIGITS}d}.parquet"
             pk = schema.table(table).primary_key
             keys = [tuple((r["after"] or r["before"])[k] for k in pk) + (r["source"]["ts_ms"],) for r in rows]
             assert keys == sorted(keys)
+            for r in rows:
+                day = (r["ts_ms"] + changes.UTC_OFFSET_MS) // changes.MS_PER_DAY
+                assert r["source"]["pos"] == changes.position(day, rank, r["source"]["pos"] & mask)
+                indexes.append(r["source"]["pos"] & mask)
             events += [(r["ts_ms"], rank, r["source"]["pos"]) for r in rows]
-    by_position = sorted(events, key=lambda e: e[2])
-    assert [e[2] for e in by_position] == list(range(len(events)))
-    assert by_position == sorted(events)  # position follows day, then table order
+        assert indexes == list(range(len(indexes)))  # an event's index among its table's events of the run
+    assert len({e[2] for e in events}) == len(events)
+    assert sorted(events, key=lambda e: e[2]) == sorted(events)  # position follows day, then table order
+
+
+def test_the_run_writes_the_events_a_warehouse_derives(built, tmp_path):
+    """A run's facts' events come from its workers, beside their shards; they equal, event for event, the events
+    derived afterwards from the finished warehouse (what ``write_warehouse_changes`` does for every table)."""
+    again = _generation(built, tmp_path / "again")
+    _write(again, FIRST, LAST, full=True)
+    for table in changes.feed_tables(_record(again)):
+        assert _events(built, table) == _events(again, table), table
 
 
 def test_the_same_warehouse_gives_the_same_bytes(synthetic, tmp_path):
@@ -300,7 +321,7 @@ def test_an_increment_links_old_days_and_replaces_its_own(built, tmp_path):
             assert not twin.exists()  # the increment's run wrote its own file for that day
     run = changes.run_id(_record(new), INC_FIRST, INC_LAST)
     window = [f for f in feed_new.rglob("*.parquet") if f.parent.name >= f"date={INC_FIRST}"]
-    assert window and all(f.name == f"{run}.parquet" and f.stat().st_nlink == 1 for f in window)
+    assert window and all(f.name.startswith(f"{run}-") and f.stat().st_nlink == 1 for f in window)
     meta = json.loads((feed_new / changes.FEED_FILE).read_text())
     assert meta["days"] == [[str(FIRST), str(INC_LAST)]] and meta["snapshot"] == str(FIRST)
 
