@@ -167,6 +167,19 @@ def time_line(summary: str) -> str:
     return next((line for line in summary.splitlines() if line.startswith("time:")), "")
 
 
+def feed_line(summary: str) -> str:
+    """The change feed's cost, from the run's lines: the CPU seconds the workers spent writing the facts' events
+    beside the CPU seconds they spent writing the rows themselves, and the sink's seconds for the dimensions'."""
+    cpu = next((line for line in summary.splitlines() if line.startswith("cpu by step:")), "")
+    steps = dict((k, float(v)) for k, v in re.findall(r"(\w+) ([\d.]+) s", cpu))
+    dims = re.search(r"\(tables [\d.]+, feed ([\d.]+)|\(feed ([\d.]+)", time_line(summary))
+    if "feed" not in steps or not steps.get("write"):
+        return ""
+    dim_s = float(next(g for g in dims.groups() if g)) if dims else 0.0
+    return (f"change feed: the facts' events {steps['feed']:.2f} cpu s beside {steps['write']:.2f} cpu s writing "
+            f"the rows ({steps['feed'] / steps['write']:.2f}x); the dimensions' events {dim_s:.2f} s after")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scales", default="1", help="comma-separated scales, e.g. 0.05,1,2,20")
@@ -196,7 +209,7 @@ def main() -> None:
             result = {"scale": scale, "flags": " ".join(extra), "rows": total_rows, "seconds": round(wall, 2),
                       "rows_per_second": round(total_rows / wall), "peak_rss_gib": round(peak[0] / 2**30, 3),
                       "peak_pss_gib": round(peak[1] / 2**30, 3),
-                      "time": time_line(summary), "ceilings": {}}
+                      "time": time_line(summary), "feed": feed_line(summary), "ceilings": {}}
             for n in counts:
                 seconds = run_ceiling(rows, settings.rows_per_shard, Path(tmp) / f"ceiling-{n}", n)
                 result["ceilings"][n] = {"seconds": round(seconds, 2), "ratio": round(wall / seconds, 2)}
@@ -252,6 +265,8 @@ def print_table(results: list[dict], counts: list[int]) -> None:
     for r in results:
         if r["time"]:
             print(f"scale {r['scale']:g}: {r['time']}")
+        if r.get("feed"):
+            print(f"scale {r['scale']:g}: {r['feed']}")
 
 
 def bench_bigquery(scale: float, tmp: Path) -> dict:
