@@ -12,7 +12,8 @@ Table modules (``fmcg_beam.generators.*``) import this module, ``people``,
   ``updated_at`` and record timestamps;
 * money and appeal: a price through the price index (``price_on``), a salary
   with yearly raises (``salary_on``), a product's appeal (``product_appeal``);
-* reference views that several tables index by id: the locations at a scale,
+* reference views that several tables index by id: the locations at a scale
+  and how members spread over them (``place_order``, ``placed``),
   subcategories, departments, jobs, retailer types.
 
 Dates are day numbers (``timeline``); an end date (discontinuation,
@@ -319,35 +320,146 @@ def pesos(values) -> np.ndarray:
 
 
 def location_count(ctx: Context) -> int:
-    return min(len(reference.places()), ctx.member_count(100, 17))
+    """Locations at this scale: ``round(100 * sqrt(scale))``, at least one per region, at most every place."""
+    return min(len(place_order()), ctx.member_count(100, len(reference.geography()["regions"])))
 
 
 @lru_cache(maxsize=None)
-def _place_order() -> tuple[int, ...]:
-    """Indices of ``reference.places()``: the head office city, the largest place of each region, the rest."""
-    places = reference.places()  # sorted by population, largest first
+def place_order() -> tuple[int, ...]:
+    """Indices of ``reference.places()`` in the order they become locations as the scale grows.
+
+    First one place for each region, then one at a time by the Sainte-Lague divisor rule: the next place
+    goes to the region with the largest ``population / (its places so far + 0.5)`` and, within it, to the
+    province with the largest such quotient; a province's places come largest first, the head office city
+    first in its province (so it is a location at every scale). Any prefix spreads its places over regions
+    and provinces in proportion to the census, and the locations of a scale include those of every smaller
+    one. Ties go to the lower PSGC code.
+    """
+    places = reference.places()
+    geo = reference.geography()
     hq = reference.org()["company"]["hq_city"]
-    chosen: list[int] = [i for i, p in enumerate(places) if p["city"] == hq][:1]
-    seen_regions = {places[i]["region"] for i in chosen}
-    for i, p in enumerate(places):
-        if p["region"] not in seen_regions:
-            chosen.append(i)
-            seen_regions.add(p["region"])
-    taken = set(chosen)
-    chosen += [i for i in range(len(places)) if i not in taken]
-    return tuple(chosen)
+    pop = {u["name"]: u["population"] for u in geo["provinces"]} | {r["name"]: r["population"] for r in geo["regions"]}
+    code = {u["name"]: u["psgc"] for u in geo["provinces"]} | {r["name"]: r["psgc"] for r in geo["regions"]}
+    queue: dict[str, list[int]] = {}  # province: its places, next first
+    for i in sorted(range(len(places)), key=lambda i: (places[i]["city"] != hq, -places[i]["population"], i)):
+        queue.setdefault(places[i]["province"], []).append(i)
+    provinces: dict[str, list[str]] = {}  # region: its provinces with places
+    for prov in sorted(queue, key=code.get):
+        provinces.setdefault(places[queue[prov][0]]["region"], []).append(prov)
+    taken = dict.fromkeys(list(queue) + list(provinces), 0)
+
+    def quotient(name: str) -> tuple[float, int]:
+        return pop[name] / (taken[name] + 0.5), -int(code[name])
+
+    def take(region: str) -> int:
+        prov = max((p for p in provinces[region] if taken[p] < len(queue[p])), key=quotient)
+        taken[prov] += 1
+        taken[region] += 1
+        return queue[prov][taken[prov] - 1]
+
+    order = [take(r) for r in sorted(provinces, key=lambda r: (-pop[r], code[r]))]
+    while len(order) < len(places):
+        room = [r for r in provinces if taken[r] < sum(len(queue[p]) for p in provinces[r])]
+        order.append(take(max(room, key=quotient)))
+    return tuple(order)
+
+
+@lru_cache(maxsize=None)
+def _selected(count: int) -> tuple[dict, ...]:
+    places = reference.places()
+    return tuple(places[i] for i in sorted(place_order()[:count], key=lambda i: (-places[i]["population"], i)))
 
 
 def selected_places(ctx: Context) -> list[dict]:
     """The places that are locations at this scale, in location_id order (largest first)."""
-    places = reference.places()
-    chosen = sorted(_place_order()[: location_count(ctx)], key=lambda i: (-places[i]["population"], i))
-    return [places[i] for i in chosen]
+    return list(_selected(location_count(ctx)))
+
+
+@lru_cache(maxsize=None)
+def _catchment(count: int) -> np.ndarray:
+    places = _selected(count)
+    geo = reference.geography()
+    prov_pop = {u["name"]: u["population"] for u in geo["provinces"]}
+    own = np.array([p["population"] for p in places], dtype=np.float64)
+    prov = np.array([p["province"] for p in places], dtype=object)
+    region = np.array([p["region"] for p in places], dtype=object)
+    w = np.zeros(len(places))
+    for name in set(prov.tolist()):
+        sel = prov == name
+        w[sel] = prov_pop[name] * own[sel] / own[sel].sum()
+    for r in geo["regions"]:  # provinces without a location: their people to the region's locations, pro rata
+        sel = region == r["name"]
+        w[sel] *= r["population"] / w[sel].sum()
+    w.setflags(write=False)
+    return w
 
 
 def location_weights(ctx: Context) -> np.ndarray:
-    """Population of each location, by location_id - 1: retailers and field staff follow it."""
-    return np.array([p["population"] for p in selected_places(ctx)], dtype=np.float64)
+    """The 2020 census population each location stands for, by location_id - 1: its province's people
+    shared among the province's locations by their own population, and the people of a region's provinces
+    without a location shared among the region's locations pro rata. By region they are the census counts,
+    at every scale; retailers and field staff follow them."""
+    return _catchment(location_count(ctx))
+
+
+def location_regions(ctx: Context) -> np.ndarray:
+    """The region index (order of ``geography.json``) of each location, by location_id - 1."""
+    index = {r["name"]: i for i, r in enumerate(reference.geography()["regions"])}
+    return np.array([index[p["region"]] for p in selected_places(ctx)], dtype=np.int64)
+
+
+def pick_in_region(ctx: Context, region: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """Location_id - 1 of a location in each row's ``region`` (index, ``[n]``), one per uniform of ``u``
+    (``[n, k]``), chosen by the population each location stands for."""
+    w, where = location_weights(ctx), location_regions(ctx)
+    out = np.zeros(u.shape, dtype=np.int64)
+    for r in np.unique(region).tolist():
+        locs = np.flatnonzero(where == r)
+        cum = np.cumsum(w[locs])
+        rows = region == r
+        out[rows] = locs[np.minimum(np.searchsorted(cum, u[rows] * cum[-1], side="right"), len(locs) - 1)]
+    return out
+
+
+def apportion(total: int, weights: np.ndarray) -> np.ndarray:
+    """``total`` split into whole numbers in proportion to ``weights`` by the largest remainder: each is the
+    floor or the ceiling of its exact share; ties go to the lower index."""
+    w = np.asarray(weights, dtype=np.float64)
+    quota = total * w / w.sum()
+    counts = np.floor(quota).astype(np.int64)
+    order = np.lexsort((np.arange(len(w)), -(quota - counts)))
+    counts[order[: total - int(counts.sum())]] += 1
+    return counts
+
+
+def spread(ctx: Context, total: int) -> np.ndarray:
+    """``total`` members apportioned to the locations, by location_id - 1: to the regions in proportion to
+    their census population, then within each region to its locations by the population they stand for."""
+    w, region = location_weights(ctx), location_regions(ctx)
+    regions = reference.geography()["regions"]
+    per_region = apportion(total, np.array([r["population"] for r in regions], dtype=np.float64))
+    counts = np.zeros(len(w), dtype=np.int64)
+    for r, n in enumerate(per_region.tolist()):
+        sel = np.flatnonzero(region == r)
+        counts[sel] = apportion(n, w[sel])
+    return counts
+
+
+def placed(ctx: Context, tag: str, members: np.ndarray, first: int = 0) -> np.ndarray:
+    """Location_id - 1 of each of ``members`` (ids, in the order given), spread over the locations by
+    ``spread``: the ``first`` members take one place in each location in location_id order (and round
+    again), the others the remaining places in an order drawn from the seed and each member's id
+    (``tag``). Depends on the seed, the scale and the member set only, never on units or shards."""
+    members = np.asarray(members, dtype=np.int64)
+    counts = spread(ctx, len(members))
+    slots = np.repeat(np.arange(len(counts), dtype=np.int64), counts)
+    rank = np.arange(len(slots)) - np.repeat(np.cumsum(counts) - counts, counts)
+    round_robin = slots[np.lexsort((slots, rank))]
+    rest = first + np.argsort(hash_uniform(ctx.seed, tag, members[first:]), kind="stable")
+    order = np.concatenate([np.arange(first, dtype=np.int64), rest])
+    out = np.empty(len(members), dtype=np.int64)
+    out[order] = np.concatenate([round_robin[:first], np.sort(round_robin[first:], kind="stable")])
+    return out
 
 
 def head_office(ctx: Context) -> int:
@@ -444,15 +556,34 @@ def _pick(table: np.ndarray, count: np.ndarray, job: np.ndarray, u: np.ndarray) 
     return np.where(n > 0, table[job, np.minimum((u * n).astype(np.int64), np.maximum(n - 1, 0))], -1)
 
 
+def first_jobs(streams: Streams, ids: np.ndarray, anchors: int) -> np.ndarray:
+    """Each employee's job (index) at hire: the anchors' job for the anchors, else one by headcount weight."""
+    jm = job_moves()
+    return np.where(ids <= anchors, jm["top_seller"], weighted_choice(streams["job_id"], jm["weight"], len(ids)))
+
+
+def field_locations(ctx: Context, size: int) -> np.ndarray:
+    """By employee id - 1: the location_id - 1 of each of the ``size`` employees whose job works in the field
+    (a job's site never changes), -1 for the others. The field staff are apportioned to regions by census
+    population and within them to locations (``placed``); the anchor sellers come first, one per location
+    in location_id order."""
+    anchors = employee_anchors(size)
+    ids = np.arange(1, size + 1, dtype=np.int64)
+    job0 = by_unit(ctx.seed, "dim_employees", ids, lambda st, i: {"job": first_jobs(st, i, anchors)})["job"]
+    members = ids[job_moves()["site"][job0] == "field"]
+    out = np.full(size, -1, dtype=np.int64)
+    out[members - 1] = placed(ctx, "dim_employees/location_id.field", members, int((members <= anchors).sum()))
+    return out
+
+
 def employee_jobs(streams: Streams, ids: np.ndarray, hire: np.ndarray, term: np.ndarray,
                   anchors: int) -> dict[str, np.ndarray]:
     """Each employee's first job (index) and moves (``promotions`` and ``transfers`` in ``history.json``):
     ``move_days`` ``[n, k]`` sorted (``history.NEVER`` padded), ``move_kind`` (``PROMOTION``,
     ``DEPARTMENT_MOVE``, ``LOCATION_MOVE``) and ``move_job`` (the job after each move)."""
     jm = job_moves()
-    n = len(ids)
     anchor = ids <= anchors
-    job0 = np.where(anchor, jm["top_seller"], weighted_choice(streams["job_id"], jm["weight"], n))
+    job0 = first_jobs(streams, ids, anchors)
     spec = reference.history()
     last = np.where(term == NULL, NULL, term - 1)
     pr, tr = spec["promotions"], spec["transfers"]

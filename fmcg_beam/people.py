@@ -67,7 +67,7 @@ def _area_codes() -> dict[str, tuple[str, int]]:
 
 
 def landline_numbers(rng: np.random.Generator, provinces: np.ndarray) -> np.ndarray:
-    """Landlines on each province's area code (every province of locations.csv has one)."""
+    """Landlines on each province's area code (every province of geography.json has one)."""
     codes = _area_codes()
     out = np.empty(len(provinces), dtype=object)
     rest = rng.integers(0, 10_000_000, size=len(provinces))

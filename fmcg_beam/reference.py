@@ -1,9 +1,10 @@
 """Curated reference data shipped with the package (``fmcg_beam/data``), checked as it loads.
 
-Real Philippine places with their 2020 census populations, Filipino given
-names and surnames, mobile prefixes and landline area codes, the company's
-catalogue, organisation, banks, insurers, campaign and cost vocabularies, and
-the business constants tuned for them. Faker's ``en_PH`` locale has Western
+Real Philippine places (the PSGC hierarchy with 2020 census populations,
+built by ``scripts/build_geography.py``), Filipino given names and surnames,
+mobile prefixes and landline area codes, the company's catalogue,
+organisation, banks, insurers, campaign and cost vocabularies, and the
+business constants tuned for them. Faker's ``en_PH`` locale has Western
 names, invented cities and no phone numbers, so Faker is not used at all.
 
 Every business constant keyed by a reference name lives in the data file
@@ -30,6 +31,9 @@ WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", 
 DELIVERY_STATUSES = ("Delivered", "Delayed", "Cancelled", "Returned")
 SITES = ("head_office", "plant", "field")
 ISLAND_GROUPS = ("Luzon", "Visayas", "Mindanao")
+PLACE_TYPES = ("City", "Municipality")
+UNIT_KINDS = ("province", "district", "independent city", "special geographic area")
+UNITS_WITH_PLACES = ("province", "district", "independent city")  # the special geographic area has none yet
 LIFECYCLE_FIELDS = ("end_share", "min_life_days", "mean_life_days")
 
 
@@ -151,7 +155,7 @@ def _check_marketing(f: str, doc: dict) -> None:
 def _check_org(f: str, doc: dict) -> None:
     company = doc["company"]
     require_fields(f, "company", [company], ("name", "email_domain", "hq_city", "employee_number_prefix"))
-    require_in(f, "company.hq_city", [company["hq_city"]], [p["city"] for p in places()], "city (locations.csv)")
+    require_in(f, "company.hq_city", [company["hq_city"]], [p["city"] for p in places()], "city (geography.json)")
     jobs = doc["jobs"]
     require_fields(f, "jobs", jobs, ("department", "job_level", "work_type", "min_salary", "max_salary",
                                      "headcount_weight", "can_sell", "is_managerial"), "job_title")
@@ -175,13 +179,73 @@ def _check_org(f: str, doc: dict) -> None:
 
 def _check_phones(f: str, doc: dict) -> None:
     codes = {a["province"]: a for a in doc["landline_area_codes"]}
-    require_keys(f, "landline_area_codes", codes, [p["province"] for p in places()], "province (locations.csv)")
+    require_keys(f, "landline_area_codes", codes, [p["name"] for p in geography()["provinces"]],
+                 "province (geography.json)")
 
 
 def _check_regions(f: str, doc: dict) -> None:
     groups = doc["island_groups"]
-    require_keys(f, "island_groups", groups, [p["region"] for p in places()], "region (locations.csv)")
+    require_keys(f, "island_groups", groups, [r["name"] for r in geography()["regions"]], "region (geography.json)")
     require_in(f, "island_groups", groups.values(), ISLAND_GROUPS, "island group")
+
+
+def _check_geography(f: str, doc: dict) -> None:
+    """The PSGC hierarchy holds together and its populations add up (``scripts/build_geography.py`` wrote it)."""
+    regions, units, places_ = doc["regions"], doc["provinces"], doc["places"]
+    require_fields(f, "regions", regions, ("name", "psgc", "population"))
+    require_fields(f, "provinces", units, ("name", "psgc", "kind", "region", "population"))
+    require_fields(f, "places", places_, ("name", "psgc", "type", "province", "highly_urbanized", "population"))
+    require_fields(f, "census", [doc["census"]], ("year", "national_total", "abroad"))
+    require_in(f, "provinces.kind", [u["kind"] for u in units], UNIT_KINDS, "kind")
+    require_in(f, "places.type", [p["type"] for p in places_], PLACE_TYPES, "type")
+    seen: dict[str, str] = {}
+    levels = [("regions", r) for r in regions] + [("provinces", u) for u in units]
+    for key, x in levels + [("places", p) for p in places_]:
+        code = x["psgc"]
+        if not (isinstance(code, str) and len(code) == 10 and code.isdigit()):
+            _fail(f, f"{key}[{x['name']!r}].psgc", f"{code!r} is not a 10-digit PSGC code", "use the PSGC code")
+        if code in seen:
+            _fail(f, f"{key}[{x['name']!r}].psgc", f"{code} is also {seen[code]!r}", "give each unit its own code")
+        seen[code] = x["name"]
+        if not (isinstance(x["population"], int) and x["population"] > 0):
+            _fail(f, f"{key}[{x['name']!r}].population", f"{x['population']!r} is not a positive count",
+                  "give its 2020 census population")
+    region = {r["name"]: r for r in regions}
+    unit = {u["name"]: u for u in units}
+    require_in(f, "provinces.region", [u["region"] for u in units], region, "region")
+    require_in(f, "places.province", [p["province"] for p in places_], unit, "province")
+    for u in units:  # codes are hierarchical: a province-level unit's begins with its region's two digits
+        if u["psgc"][:2] != region[u["region"]]["psgc"][:2]:
+            _fail(f, f"provinces[{u['name']!r}].psgc", f"{u['psgc']} is not in region {u['region']!r}",
+                  "fix its region or its code")
+    for p in places_:
+        # A place's code begins with its province's; a highly urbanized city's, or an NCR city's (whose
+        # district is no level of the code), only with its region's.
+        u = unit[p["province"]]
+        own = p["highly_urbanized"] or u["kind"] == "district"
+        prefix = u["psgc"][:2] if own else u["psgc"][:5]
+        if not p["psgc"].startswith(prefix):
+            _fail(f, f"places[{p['name']!r}].psgc", f"{p['psgc']} is not in {p['province']!r}",
+                  "fix its province or its code")
+        if p["population"] > u["population"]:
+            _fail(f, f"places[{p['name']!r}].population", f"more than its province {p['province']!r}",
+                  "a province's population includes its cities")
+    names = [(p["name"], p["province"]) for p in places_]
+    if len(set(names)) != len(names):
+        _fail(f, "places", "a name repeats within a province", "give each place of a province its own name")
+    with_places = {p["province"] for p in places_}
+    for u in units:
+        if u["kind"] in UNITS_WITH_PLACES and u["name"] not in with_places:
+            _fail(f, f"provinces[{u['name']!r}]", "has no place", "add its largest cities or municipalities")
+    for r in regions:
+        total = sum(u["population"] for u in units if u["region"] == r["name"])
+        if total != r["population"]:
+            _fail(f, f"regions[{r['name']!r}].population", f"{r['population']:,} but its provinces add up to "
+                  f"{total:,}", "rebuild the file with scripts/build_geography.py")
+    census = doc["census"]
+    if sum(r["population"] for r in regions) + census["abroad"] != census["national_total"]:
+        _fail(f, "regions", f"add up to {sum(r['population'] for r in regions):,}, not the census's "
+              f"{census['national_total']:,} less {census['abroad']:,} abroad", "rebuild the file")
 
 
 def _check_economy(f: str, doc: dict) -> None:
@@ -228,6 +292,7 @@ CHECKS: dict[str, Callable[[str, dict], None]] = {
     "retail.json": _check_retail,
     "costs.json": _check_costs,
     "marketing.json": _check_marketing,
+    "geography.json": _check_geography,
     "org.json": _check_org,
     "phones.json": _check_phones,
     "regions.json": _check_regions,
@@ -257,11 +322,12 @@ def _json(file: str) -> dict:
 
 @lru_cache(maxsize=None)
 def places() -> list[dict[str, Any]]:
-    """Cities and municipalities, largest first, with their region, province and population."""
-    rows = _csv("locations.csv")
-    for r in rows:
-        r["population"] = int(r["population"])
-    return rows
+    """Cities and municipalities, largest first: ``city``, ``province``, ``region``, ``population`` (2020
+    census), ``psgc_type`` (City or Municipality) and ``psgc`` (code), from ``geography.json``."""
+    geo = geography()
+    region_of = {u["name"]: u["region"] for u in geo["provinces"]}
+    return [{"city": p["name"], "province": p["province"], "region": region_of[p["province"]],
+             "population": p["population"], "psgc_type": p["type"], "psgc": p["psgc"]} for p in geo["places"]]
 
 
 @lru_cache(maxsize=None)
@@ -287,6 +353,7 @@ catalog = _loader("catalog.json")
 costs = _loader("costs.json")
 economy = _loader("economy.json")
 finance = _loader("finance.json")
+geography = _loader("geography.json")
 history = _loader("history.json")
 holidays = _loader("holidays.json")
 marketing = _loader("marketing.json")

@@ -6,8 +6,11 @@ sell, hired by 2014 and never leaving, one in each of the largest locations,
 so every day has sellers in every region mix. The others follow the jobs'
 headcount weights. Where staff work follows their job's work type
 (``work_types`` in ``org.json``): the head office, one of the plant sites (the
-largest locations), or anywhere in the field by population. The starting
-salary falls in the job's band, moved to the hire date by the yearly raise.
+largest locations), or in the field, where the staff are apportioned to the
+regions by their census population and within them to the locations by the
+people each stands for (``domain.field_locations``), at every scale. The
+starting salary falls in the job's band, moved to the hire date by the yearly
+raise.
 Staff are promoted one level up in their department and work type, and those
 who do not sell transfer to another department or location now and then
 (``promotions`` and ``transfers`` in ``history.json``); a promotion comes with a
@@ -35,13 +38,16 @@ from fmcg_beam.domain import (
     happened_by,
     head_office,
     job_table,
+    location_regions,
     location_weights,
     office_hours_us,
     LOCATION_MOVE,
     PROMOTION,
     employee_anchors,
     employee_jobs,
+    field_locations,
     job_on,
+    pick_in_region,
     promotions_by,
     salary_at,
     salary_bands_day,
@@ -70,27 +76,27 @@ def _jobs() -> dict[str, np.ndarray]:
     }
 
 
-def _locations(ctx: Context, streams: Streams, job: np.ndarray, anchor: np.ndarray, ids: np.ndarray) -> np.ndarray:
-    """Location_id - 1 of each employee: by the site of the job's work type; anchors one per large location."""
-    n = len(job)
+def _locations(ctx: Context, streams: Streams, job: np.ndarray, ids: np.ndarray, size: int) -> np.ndarray:
+    """Location_id - 1 of each employee by the site of the job's work type: the head office, a plant site by
+    the population it serves, or the field staff's apportioned location (``domain.field_locations``)."""
     pop = location_weights(ctx)
-    field = weighted_choice(streams["location_id.field"], pop, n)
-    plant = weighted_choice(streams["location_id.plant"], pop[:PLANT_SITES], n)
+    plant = weighted_choice(streams["location_id.plant"], pop[:PLANT_SITES], len(job))
     site = _jobs()["site"][job]
-    loc = np.where(site == "head_office", head_office(ctx), np.where(site == "plant", plant, field))
-    return np.where(anchor, (ids - 1) % len(pop), loc)
+    field = field_locations(ctx, size)[ids - 1]
+    return np.where(site == "head_office", head_office(ctx), np.where(site == "plant", plant, field))
 
 
-def _moved_to(ctx: Context, streams: Streams, job: np.ndarray, moves: dict[str, np.ndarray]) -> np.ndarray:
+def _moved_to(ctx: Context, streams: Streams, job: np.ndarray, home: np.ndarray,
+              moves: dict[str, np.ndarray]) -> np.ndarray:
     """``[n, k]`` location_id - 1 after each move (used where the move is a ``LOCATION_MOVE``): another plant
-    site, or another field area by population (the job's site is the same before and after any move)."""
+    site, or a field area of the same region by the people it serves, so that field staff keep their
+    region's census share (the job's site is the same before and after any move)."""
     shape = moves["move_days"].shape
-    n = shape[0] * shape[1]
     pop = location_weights(ctx)
-    field = weighted_choice(streams["history.transfer_location.field"], pop, n).reshape(shape)
-    plant = weighted_choice(streams["history.transfer_location.plant"], pop[:PLANT_SITES], n).reshape(shape)
+    field = pick_in_region(ctx, location_regions(ctx)[home], streams["history.transfer_location.field"].random(shape))
+    plant = weighted_choice(streams["history.transfer_location.plant"], pop[:PLANT_SITES], shape[0] * shape[1])
     site = _jobs()["site"][job][:, None]
-    return np.where(site == "plant", plant, field)
+    return np.where(site == "plant", plant.reshape(shape), field)
 
 
 def _starting_salary(streams: Streams, job: np.ndarray, hire: np.ndarray) -> np.ndarray:
@@ -146,12 +152,12 @@ class EmployeesGenerator(ChangingDimension):
         n = len(ids)
         spec = org["employee_lifecycle"]
         anchors = employee_anchors(self.size(ctx))
-        anchor = ids <= anchors
         hire, term = draw_lifecycle(streams, ids, anchors, spec)
         moves = employee_jobs(streams, ids, hire, term, anchors)
         job = moves["job"]
         gender, first, last = person_names(streams, n)
         starting = _starting_salary(streams, job, hire)
+        loc = _locations(ctx, streams, job, ids, self.size(ctx))
         domain = org["company"]["email_domain"]
         prefix = org["company"]["employee_number_prefix"]
         return {
@@ -165,8 +171,8 @@ class EmployeesGenerator(ChangingDimension):
             "phone": mobile_numbers(streams["phone"], n),
             "job": job, "hire": hire, "term": term,
             **_employment(streams, job),
-            "loc": _locations(ctx, streams, job, anchor, ids), **moves,
-            "moved_to": _moved_to(ctx, streams, job, moves),
+            "loc": loc, **moves,
+            "moved_to": _moved_to(ctx, streams, job, loc, moves),
             "bank": streams["bank_id"].integers(1, len(reference.finance()["banks"]) + 1, size=n),
             "insurance": streams["insurance_id"].integers(1, len(reference.finance()["insurance"]) + 1, size=n),
             "starting": starting,

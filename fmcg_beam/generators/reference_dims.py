@@ -1,9 +1,10 @@
 """Dimensions built from curated reference data: the same for every seed.
 
 Categories, subcategories, brands, departments, jobs, banks and insurers have a
-fixed size. Locations grow with scale (``max(17, round(100 * sqrt(scale)))``,
-capped by the curated list): the head office city and the largest place of
-each of the 17 regions first, then the rest by 2020 census population.
+fixed size. Locations grow with scale (``round(100 * sqrt(scale))``, at least
+one per region, at most every place of ``geography.json``): one place of each of
+the 18 regions first (the head office city for NCR), then region by region and
+province by province in proportion to the 2020 census (``domain.place_order``).
 ``dim_date`` has one row per day of the requested period.
 """
 
@@ -140,6 +141,7 @@ class LocationsGenerator(ReferenceDimension):
         return _records("location_id", selected_places(ctx), {
             **{k: (k, STR) for k in ("region", "province", "city")},
             "city_type": ("psgc_type", STR),
+            "psgc_code": ("psgc", STR),
             "island_group": (lambda p: islands[p["region"]], STR),
             "population": ("population", INT),
         })

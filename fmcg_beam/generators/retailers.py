@@ -3,13 +3,15 @@
 The first accounts are anchors, registered by 2014 and never deactivated: one
 of each retailer type, then more up to ``retailer_lifecycle.anchor_share`` of
 all accounts (``retail.json``), so every day has retailers of every type.
-Later accounts follow the type shares. Accounts are placed in proportion to
-population; names follow the type's name patterns; small outlets list the
-owner's mobile and large ones a landline; credit limits and payment terms
-follow the type, and change over time: credit reviews move the limit, the
-payment terms are renegotiated now and then, and a few accounts change channel
-as they grow (``history.json``). ``credit_limit``,
-``payment_terms``, ``status`` and ``status_date`` are as of the period's end;
+Later accounts follow the type shares. Accounts are apportioned to the regions
+by their 2020 census population (largest remainder) and within a region to its
+locations by the people each stands for (``domain.placed``), so the accounts
+of a region track its census share at every scale; names follow the type's
+name patterns; small outlets list the owner's mobile and large ones a
+landline; credit limits and payment terms follow the type, and change over
+time: credit reviews move the limit, the payment terms are renegotiated now and
+then, and a few accounts change channel as they grow (``history.json``).
+``credit_limit``, ``payment_terms``, ``status`` and ``status_date`` are as of the period's end;
 ``dim_retailers_history`` holds every version.
 
 Size: ``max(30, round(500 * sqrt(scale)))``.
@@ -24,8 +26,8 @@ from fmcg_beam.columns import NULL
 from fmcg_beam.domain import (
     draw_lifecycle,
     happened_by,
-    location_weights,
     office_hours_us,
+    placed,
     retailer_anchors,
     retailer_channels,
     retailer_kind_on,
@@ -35,7 +37,7 @@ from fmcg_beam.domain import (
 )
 from fmcg_beam.generators.base import ChangingDimension, Context, Unit
 from fmcg_beam.people import landline_numbers, mobile_numbers, person_names, slug
-from fmcg_beam.randomness import Streams, weighted_choice
+from fmcg_beam.randomness import Streams
 
 NO_CONTACT_SHARE = 0.08  # chains and large stores often list no named contact
 
@@ -111,7 +113,7 @@ class RetailersGenerator(ChangingDimension):
         n = len(ids)
         spec = retail["retailer_lifecycle"]
         places = selected_places(ctx)
-        loc = weighted_choice(streams["location_id"], location_weights(ctx), n)
+        loc = placed(ctx, "dim_retailers/location_id", np.arange(1, self.size(ctx) + 1))[ids - 1]
         anchors = retailer_anchors(self.size(ctx))
         reg, deact = draw_lifecycle(streams, ids, anchors, spec)
         channels = retailer_channels(streams, ids, reg, deact, anchors)
