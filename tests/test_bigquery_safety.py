@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from fmcg_beam import bigquery, schema
+from fmcg_beam.bigquery import feed as bq_feed
 from fmcg_beam.bigquery import staged as bq_staged
 from fmcg_beam.bigquery import write as bq_write
 from fmcg_beam.bigquery import Target
@@ -203,11 +204,29 @@ def fail_final_copy(monkeypatch, n: int) -> list[str]:
     return calls
 
 
-@pytest.mark.parametrize("step", ["copy", "patch", "verify"])
+def feed_events(emu, dataset: str) -> tuple[int, int]:
+    """The change feed's events and their distinct positions (the feed is part of what a swap must keep)."""
+    client = target(emu, dataset).client()
+    return tuple(client.query(f"SELECT COUNT(*), COUNT(DISTINCT source.pos) FROM `{PROJECT}.{dataset}."
+                              f"{bq_feed.TABLE}`").result().__iter__().__next__().values())
+
+
+@pytest.mark.parametrize("step", ["copy", "patch", "verify", "feed"])
 def test_a_failure_inside_the_swap_restores_every_table(emulator, loaded, monkeypatch, step):
     dataset, temp, before = loaded
+    events = feed_events(emulator, dataset)
     calls = []
-    if step == "copy":  # the second final table's copy job fails: the first one was already replaced
+    if step == "feed":  # every table replaced and checked, then the change feed's transaction fails
+        real_run = bq_feed.run
+
+        def run(client, sql):
+            if sql.startswith("BEGIN TRANSACTION"):
+                calls.append(sql)
+                raise RuntimeError("injected change feed failure")
+            return real_run(client, sql)
+
+        monkeypatch.setattr(bq_feed, "run", run)
+    elif step == "copy":  # the second final table's copy job fails: the first one was already replaced
         calls = fail_final_copy(monkeypatch, 2)
     elif step == "patch":  # every table replaced, then the last one's metadata fails
         real = bigquery.StagedLoad._patch
@@ -233,6 +252,7 @@ def test_a_failure_inside_the_swap_restores_every_table(emulator, loaded, monkey
     assert run_cli(*bq(emulator, dataset, temp, *OTHER)) == 1
     assert calls
     assert state(emulator, dataset) == before
+    assert feed_events(emulator, dataset) == events and events[0] > 0
     assert_final_metadata(emulator, dataset)
     assert leftovers(emulator, dataset) == []
 

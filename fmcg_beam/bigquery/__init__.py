@@ -5,6 +5,7 @@
 - ``tables``: table resources, the schema for ``WriteToBigQuery``, row counts;
 - ``write``: ``WriteBigQuery``, where Arrow batches become row dicts;
 - ``staged``: ``StagedLoad``, which loads staging tables and swaps them in only when everything succeeded;
+- ``feed``: the ``change_feed`` table, the change events of every run in BigQuery SQL;
 - ``sink``: the sinks ``fmcg_beam.sinks`` offers as ``--sink bigquery``.
 
 With ``--bq_endpoint`` the clients use anonymous credentials and ``--temp_location`` may be a local

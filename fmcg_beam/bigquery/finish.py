@@ -12,7 +12,9 @@ done), and then, on a worker:
    the first and last day, then ``INSERT ... SELECT`` from its staging table) and every dimension's rows.
    Either every table shows the increment or none does; a rerun replaces the same days with the same rows, so
    it can never duplicate a row. In BigQuery a ``DELETE`` of whole day partitions is a metadata operation;
-   the ``INSERT`` reads only the staging tables;
+   the ``INSERT`` reads only the staging tables. The same transaction replaces the ``change_feed`` events of
+   those days with the ones the final tables now give (``fmcg_beam.bigquery.feed``), so the feed and the
+   tables never disagree. A direct full load replaces the whole feed here, in a transaction of its own;
 2. appends the warehouse's record (``fmcg_beam.increments.record``: release, seed, scale, period, gaps,
    tables) to ``fmcg_warehouse``, one row per run; the newest row is the one a later increment reads
    (``read_record``). A kill between 1 and 2 leaves the increment in and the old record: a rerun of the same
@@ -38,6 +40,7 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from fmcg_beam import quality, schema
+from fmcg_beam.bigquery import feed as change_feed
 from fmcg_beam.bigquery.connection import API_TIMEOUT, JOB_TIMEOUT, Target, _retry
 from fmcg_beam.bigquery.tables import row_counts
 
@@ -125,8 +128,9 @@ def read_report(client, target: Target, run_id: str) -> Optional[quality.Report]
 
 
 def replace_sql(target: Target, tables: Sequence[str], staging: dict[str, str], first: dt.date,
-                last: dt.date) -> str:
-    """The transaction that puts an increment in: the dated tables' days ``first..last``, the dimensions whole."""
+                last: dt.date, feed: Sequence[str] = ()) -> str:
+    """The transaction that puts an increment in: the dated tables' days ``first..last``, the dimensions whole,
+    then the ``feed`` statements (``fmcg_beam.bigquery.feed.statements``), which read the tables as replaced."""
     order = schema.dependency_order(list(tables))
     lines = ["BEGIN TRANSACTION;"]
     for name in reversed(order):  # the rows that reference others go first
@@ -137,6 +141,7 @@ def replace_sql(target: Target, tables: Sequence[str], staging: dict[str, str], 
         cols = ", ".join(schema.table(name).column_names)
         lines.append(f"INSERT INTO `{target.table_ref(name)}` ({cols}) SELECT {cols} "
                      f"FROM `{target.table_ref(staging[name])}`;")
+    lines.extend(feed)
     lines.append("COMMIT TRANSACTION;")
     return "\n".join(lines)
 
@@ -172,6 +177,8 @@ class FinishLoadFn(beam.DoFn):
         wait_for_jobs(client, [pair for pairs in written for pair in pairs], deadline)
         if self.window is not None:
             self._replace(client)
+        else:  # a direct full load: the tables are in; the feed is replaced whole
+            change_feed.write(client, self.target, self.record, *self.period, full=True)
         write_record(client, self.target, self.run_id, "incremental" if self.window else "full", self.record)
         final = row_counts(self.target, self.tables, client)
         dataset = f"{self.target.project}.{self.target.dataset}"
@@ -194,7 +201,9 @@ class FinishLoadFn(beam.DoFn):
             raise RuntimeError(f"staging row counts differ from the plan (loaded, expected): {wrong}; the tables "
                                f"in {self.target.where} are unchanged")
         first, last = self.window
-        job = client.query(replace_sql(self.target, self.tables, self.staging, first, last), retry=_retry(),
+        change_feed.ensure_table(client, self.target)  # DDL: not inside the transaction
+        feed = change_feed.statements(self.target, self.record, first, last, full=False)
+        job = client.query(replace_sql(self.target, self.tables, self.staging, first, last, feed), retry=_retry(),
                            timeout=API_TIMEOUT, job_retry=None)
         job.result(retry=_retry(), timeout=JOB_TIMEOUT, job_retry=None)
 

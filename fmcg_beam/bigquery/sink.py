@@ -17,6 +17,7 @@ Template): no process is left to swap tables, so it recreates the final tables a
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 from typing import ContextManager, Optional
 
@@ -24,6 +25,7 @@ import apache_beam as beam
 
 from fmcg_beam import increments, quality
 from fmcg_beam import plan as planning
+from fmcg_beam.bigquery import feed as change_feed
 from fmcg_beam.bigquery import finish as job_finish
 from fmcg_beam.bigquery.connection import (
     BigQueryUnavailable,
@@ -125,10 +127,14 @@ class BigQuerySink(Sink):
             counts = row_counts(self.target, list(plan.tables), self.load.client)
             self.quality = job_finish.read_report(self.load.client, self.target, self.load.run_id)
             return {t: (n, "") for t, n in counts.items()}
-        counts = self.load.commit(dict(plan.rows))
+        record = increments.record(self.settings, plan.tables, None)
+        first, last = plan.context.fact_window
+        # The change feed is the swap's last step: a failure to write it restores the tables too.
+        feed = functools.partial(change_feed.write, target=self.target, record=record, first=first, last=last,
+                                 full=True)
+        counts = self.load.commit(dict(plan.rows), feed=feed)
         check_counts(plan, counts)
-        job_finish.write_record(self.load.client, self.target, self.load.run_id, "full",
-                                increments.record(self.settings, plan.tables, None))
+        job_finish.write_record(self.load.client, self.target, self.load.run_id, "full", record)
         self.quality = self._check_quality(plan)
         return {t: (n, "") for t, n in counts.items()}
 

@@ -15,10 +15,11 @@
    every existing final table is first copied to a marked backup; each final table is replaced by a copy job
    from its staging table with ``WRITE_TRUNCATE`` (atomic per table: readers see the old rows or the new
    ones); the description, column descriptions and constraints, which a truncating copy takes from its
-   source, are put back; the final row counts are checked. If anything in this phase fails, every table
-   already replaced is copied back from its backup and every table this run created is dropped, so the swap
-   is all-or-nothing across tables while BigQuery can be reached; ``SwapFailed`` says exactly which tables
-   could not be restored, and their backups are then kept;
+   source, are put back; the final row counts are checked; last, the caller's ``feed`` step replaces the
+   ``change_feed`` table from the final tables (``fmcg_beam.bigquery.feed``, one transaction). If anything in
+   this phase fails, every table already replaced is copied back from its backup and every table this run
+   created is dropped, so the swap is all-or-nothing across tables while BigQuery can be reached;
+   ``SwapFailed`` says exactly which tables could not be restored, and their backups are then kept;
 4. ``abort()`` (any failure or interruption before the swap) drops the run's staging tables within
    ``ABORT_BUDGET_S`` and never touches a final table.
 
@@ -36,7 +37,7 @@ import logging
 import os
 import signal
 import time
-from typing import Optional
+from typing import Callable, Optional
 
 import apache_beam as beam
 
@@ -209,12 +210,14 @@ class StagedLoad:
 
     # -- after the pipeline -----------------------------------------------------------------------------------
 
-    def commit(self, expected: dict[str, int]) -> dict[str, int]:
+    def commit(self, expected: dict[str, int], feed: Optional[Callable[[object], None]] = None) -> dict[str, int]:
         """Check the staging counts against ``expected``, swap every final table in, drop staging; final counts.
 
-        Raises ``RuntimeError`` (nothing touched) when a staging count differs, ``SwapFailed`` when the swap
-        failed (``unchanged`` tells whether every table was restored). SIGINT, SIGTERM and SIGHUP wait until
-        the swap is over (``deferred_signals``); one that arrived is acted on once the tables are replaced.
+        ``feed(client)``, the swap's last step, writes the change feed from the final tables; if it fails, the
+        tables are restored as for any failure of the swap. Raises ``RuntimeError`` (nothing touched) when a
+        staging count differs, ``SwapFailed`` when the swap failed (``unchanged`` tells whether every table was
+        restored). SIGINT, SIGTERM and SIGHUP wait until the swap is over (``deferred_signals``); one that
+        arrived is acted on once the tables are replaced.
         """
         ids = {t: self.staging_id(t) for t in self.tables}
         counts = row_counts(self.target, ids, self.client)
@@ -224,7 +227,7 @@ class StagedLoad:
         if self.target.method == "STREAMING_INSERTS" and not self.target.endpoint:
             self._wait_for_streaming_buffers()
         with deferred_signals() as received:
-            final = self._swap(expected)
+            final = self._swap(expected, feed)
             self.committed = True
             if received:
                 log.warning("%s arrived while the tables were being replaced; the replacement was completed first",
@@ -285,7 +288,7 @@ class StagedLoad:
             fields.append("labels")
         self.client.update_table(bigquery.Table.from_api_repr(res), fields, retry=self._retry(), timeout=API_TIMEOUT)
 
-    def _swap(self, expected: dict[str, int]) -> dict[str, int]:
+    def _swap(self, expected: dict[str, int], feed: Optional[Callable[[object], None]] = None) -> dict[str, int]:
         before = {t: self._get(t) for t in self.tables}
         touched: list[str] = []
         try:
@@ -311,6 +314,9 @@ class StagedLoad:
             wrong = {t: (final.get(t), expected[t]) for t in self.tables if final.get(t) != expected[t]}
             if wrong:
                 raise RuntimeError(f"the replaced tables' row counts differ from the plan (rows, expected): {wrong}")
+            # 5. The change feed of the tables now in (a transaction of its own: all of it or none).
+            if feed is not None:
+                feed(self.client)
             return final
         except BaseException as exc:
             raise self._roll_back(touched, before, exc) from exc
