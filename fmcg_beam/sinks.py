@@ -24,6 +24,7 @@ import contextlib
 import logging
 import shutil
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, ContextManager, Optional
 
@@ -178,6 +179,7 @@ class LocalSink(Sink):
             self.timings[step] = self.timings.get(step, 0.0) + now - clock
             clock = now
 
+        fed = False
         if plan.increment is not None:
             stats = self._finish_increment(plan)
             lap("merge")
@@ -189,10 +191,18 @@ class LocalSink(Sink):
             rows = {t: n for t, (n, _) in stats.items()}
             check_counts(plan, rows)
             if self.settings.sink == "duckdb":
-                self._build_duckdb(plan, rows)
-                lap("tables")
-        self.feed = self._write_feed(plan, counters)
-        lap("feed")
+                # The dimensions' change events come from the Parquet files, so they are written while DuckDB
+                # builds its file from the same files: the two share the cores instead of taking turns.
+                with ThreadPoolExecutor(max_workers=1) as pool:
+                    feed = pool.submit(self._timed, "feed", self._write_feed, plan, counters, parquet=True)
+                    self._timed("tables", self._build_duckdb, plan, rows)
+                    self.feed = feed.result()
+                self._timed("feed", self._store_feed)
+                clock = time.perf_counter()
+                fed = True
+        if not fed:
+            self.feed = self._write_feed(plan, counters)
+            lap("feed")
         self.quality = self._check_quality(plan)
         lap("quality")
         outdir.write_manifest(self.stage, self._manifest(plan, stats))
@@ -200,7 +210,20 @@ class LocalSink(Sink):
         lap("commit")
         return stats
 
-    def _write_feed(self, plan, counters) -> dict[str, int]:
+    def _timed(self, step: str, fn, *args, **kwargs):
+        started = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            self.timings[step] = self.timings.get(step, 0.0) + time.perf_counter() - started
+
+    def _store_feed(self) -> None:
+        from fmcg_beam import changes
+
+        with self.out.at_final_path(self.stage) as final:
+            changes.store_view(self.stage, where=final)
+
+    def _write_feed(self, plan, counters, parquet: bool = False) -> dict[str, int]:
         """The change events of the run's days (``fmcg_beam.changes``): ``changes/`` in the new generation (an
         increment links the earlier days' files), and the ``change_feed`` view of the DuckDB file. The facts'
         events were written by the pipeline beside their shards; here come the dimensions'."""
@@ -217,7 +240,8 @@ class LocalSink(Sink):
         with self.out.at_final_path(self.stage) as final:  # the view records the paths the committed files get
             return changes.write_warehouse_changes(self.stage, first, last, run_id=self.fact_feed.run_id,
                                                    record=record, full=plan.increment is None, previous=previous,
-                                                   where=final, written=written)
+                                                   where=final, written=written, parquet=parquet,
+                                                   store=False if parquet else None)
 
     def _check_quality(self, plan) -> quality.Report:
         """The quality gate over the new generation, before it becomes current: the report goes with it.
