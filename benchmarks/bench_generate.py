@@ -177,7 +177,8 @@ def feed_line(summary: str) -> str:
         return ""
     dim_s = float(next(g for g in dims.groups() if g)) if dims else 0.0
     return (f"change feed: the facts' events {steps['feed']:.2f} cpu s beside {steps['write']:.2f} cpu s writing "
-            f"the rows ({steps['feed'] / steps['write']:.2f}x); the dimensions' events {dim_s:.2f} s after")
+            f"the rows ({steps['feed'] / steps['write']:.2f}x); the dimensions' events {dim_s:.2f} s in the sink "
+            "(beside the DuckDB build, if any)")
 
 
 def main() -> None:
