@@ -200,7 +200,8 @@ def _struct(tdef: schema.TableDef) -> str:
     return "struct_pack(" + ", ".join(f"{_q(c.name)} := {_q(c.name)}" for c in tdef.columns) + ")"
 
 
-def _keys(tdef: schema.TableDef) -> list[str]:
+def key_columns(tdef: schema.TableDef) -> list[str]:
+    """The columns that identify a row of ``tdef`` (its primary key, else all of them): they order its events."""
     return list(tdef.primary_key) or tdef.column_names
 
 
@@ -211,7 +212,7 @@ def _events_sql(tdef: schema.TableDef, history: str | None, first: int, last: in
     each history member's earlier versions, in order).
     """
     f, l_, snap = _date_sql(first), _date_sql(last), "true" if snapshot else "false"
-    keys = _keys(tdef)
+    keys = key_columns(tdef)
     ks = ", ".join(f"{_q(k)} AS _k{i}" for i, k in enumerate(keys))
     none = f"NULL::{_struct_type(tdef)}"
     after = _struct(tdef)
@@ -407,7 +408,7 @@ def _fetch(con: duckdb.DuckDBPyConnection, sql: str, tdef: schema.TableDef, lo: 
     """The events of days ``lo``..``hi`` in order: ``op, before, after, ts_ms, reason, src_ts_ms, snapshot``."""
     if tdef.partition_field:
         return _fetch_fact(con, tdef, lo, hi)
-    order = ", ".join(f"_k{i}" for i in range(len(_keys(tdef))))
+    order = ", ".join(f"_k{i}" for i in range(len(key_columns(tdef))))
     return con.execute(
         f"SELECT op, before, after, {_ms_sql('day')} AS ts_ms, reason, {_ms_sql('src_day')} AS src_ts_ms, "
         f"snapshot FROM ({sql}) WHERE day BETWEEN {_date_sql(lo)} AND {_date_sql(hi)} ORDER BY day, {order}, src_day"
@@ -420,7 +421,7 @@ def _fetch_fact(con: duckdb.DuckDBPyConnection, tdef: schema.TableDef, lo: int, 
     cols = ", ".join(_q(c) for c in tdef.column_names)
     rows = con.execute(f"SELECT {cols} FROM {tdef.name} WHERE {d} BETWEEN {_date_sql(lo)} AND {_date_sql(hi)}"
                        ).to_arrow_table()
-    return fact_events(tdef, _in_order(rows, [tdef.partition_field, *_keys(tdef)]))
+    return fact_events(tdef, _in_order(rows, [tdef.partition_field, *key_columns(tdef)]))
 
 
 def fact_events(tdef: schema.TableDef, rows: pa.Table | pa.RecordBatch) -> pa.Table:
@@ -859,7 +860,7 @@ def _after(tdef: schema.TableDef) -> str:
 
 
 def _key(tdef: schema.TableDef) -> str:
-    return ", ".join(f"coalesce(after.{_q(k)}, before.{_q(k)})" for k in _keys(tdef))
+    return ", ".join(f"coalesce(after.{_q(k)}, before.{_q(k)})" for k in key_columns(tdef))
 
 
 def _replay_table(con: duckdb.DuckDBPyConnection, feed: Path, stage: Path, tdef: schema.TableDef) -> int:
@@ -903,7 +904,7 @@ def _replay_history(con: duckdb.DuckDBPyConnection, feed: Path, stage: Path, dim
     """A dimension's history: a version per create or update with a reason, up to the next one or a delete."""
     files = event_files(feed, dim.name)
     if files:
-        pk = _keys(dim)[0]
+        pk = key_columns(dim)[0]
         day = _day_of_ms_sql("sts")
         rows = con.execute(f"""
             WITH e AS (

@@ -53,8 +53,9 @@ SOURCE_FIELDS = [
     {"name": "run_id", "type": "STRING", "mode": "NULLABLE",
      "description": "The run that wrote the event: the same release, seed, scale and days give the same id"},
     {"name": "pos", "type": "INT64", "mode": "NULLABLE",
-     "description": "The event's position in its run: by day, then tables in dependency order, then primary key "
-                    "and the day of the change"},
+     "description": "The event's position: (day << 8 | table rank) << 39 | its index among its table's events of "
+                    "the run; orders the run's events by day, then tables in dependency order, then primary key and "
+                    "the day of the change"},
     {"name": "ts_ms", "type": "INT64", "mode": "NULLABLE",
      "description": "The day the change itself happened (valid_from; before the event's day in a snapshot), as "
                     "midnight in Asia/Manila in epoch milliseconds"},
@@ -176,16 +177,12 @@ def _ms(date_expr: str) -> str:
     return f"(UNIX_DATE({date_expr}) * {changes.MS_PER_DAY} - {changes.UTC_OFFSET_MS})"
 
 
-def _keys(tdef: schema.TableDef) -> list[str]:
-    return list(tdef.primary_key) or tdef.column_names
-
-
 def _events_sql(target: Target, tdef: schema.TableDef, history: str | None, first: int, last: int,
                 snapshot: bool) -> str | None:
     """The events of one table, as ``changes._events_sql`` derives them: ``day, op, before, after, reason,
     src_day, snapshot, _k0..``; ``None`` when the run has none (a static dimension in an increment)."""
     f, l_ = _date(first), _date(last)
-    keys = _keys(tdef)
+    keys = changes.key_columns(tdef)
     ks = ", ".join(f"{_q(k)} AS _k{i}" for i, k in enumerate(keys))
     after = "TO_JSON(STRUCT(" + ", ".join(f"{_q(c)} AS {_q(c)}" for c in tdef.column_names) + "))"
     none_json, none_text = "CAST(NULL AS JSON)", "CAST(NULL AS STRING)"
@@ -252,7 +249,7 @@ def events_sql(target: Target, record: Mapping, first: changes.Day, last: change
     selects = []
     scale = 1 << changes.POS_INDEX_BITS
     for rank, (t, _) in events.items():
-        order = ", ".join(f"e._k{i} NULLS LAST" for i in range(len(_keys(schema.table(t)))))
+        order = ", ".join(f"e._k{i} NULLS LAST" for i in range(len(changes.key_columns(schema.table(t)))))
         index = f"o.start + ROW_NUMBER() OVER (PARTITION BY e.day ORDER BY {order}, e.src_day) - 1"
         # changes.position, in arithmetic: (day << 8 | rank) << 39 | index, with rank < 256 and index < 2**39
         pos = f"CAST((UNIX_DATE(e.day) * {1 << changes.POS_RANK_BITS} + {rank}) * {scale} + {index} AS INT64)"
