@@ -130,11 +130,30 @@ def _check_retail(f: str, doc: dict) -> None:
 def _check_costs(f: str, doc: dict) -> None:
     cats = doc["operating_cost_categories"]
     require_fields(f, "operating_cost_categories", cats,
-                   ("cost_types", "departments", "share_of_budget", "line_size", "descriptions"), "cost_category")
+                   ("cost_types", "departments", "share_of_budget", "line_size"), "cost_category")
     departments = [d["name"] for d in org()["departments"]]
+    type_of: dict[str, str] = {}  # description -> its cost type
     for c in cats:
-        require_in(f, f"operating_cost_categories[{c['cost_category']!r}].departments", c["departments"],
-                   departments, "department (org.json)")
+        where = f"operating_cost_categories[{c['cost_category']!r}]"
+        require_in(f, f"{where}.departments", c["departments"], departments, "department (org.json)")
+        if not c["cost_types"]:
+            _fail(f, f"{where}.cost_types", "empty", "list at least one cost type")
+        require_fields(f, f"{where}.cost_types", c["cost_types"], ("descriptions",), "cost_type")
+        for t in c["cost_types"]:
+            if len(t["descriptions"]) < 2:
+                _fail(f, f"{where}.cost_types[{t['cost_type']!r}].descriptions", "fewer than two descriptions",
+                      "give every cost type at least two descriptions of what its lines pay for")
+            for d in t["descriptions"]:
+                if d in type_of:
+                    _fail(f, f"{where}.cost_types[{t['cost_type']!r}].descriptions",
+                          f"{d!r} is also a description of {type_of[d]!r}",
+                          "list each description under the one cost type it describes")
+                type_of[d] = t["cost_type"]
+    names = [t["cost_type"] for c in cats for t in c["cost_types"]]
+    twice = [n for n in dict.fromkeys(names) if names.count(n) > 1]
+    if twice:
+        _fail(f, "operating_cost_categories", f"cost type {twice[0]!r} is in more than one category",
+              "give each cost type one category")
     charged = {d for c in cats for d in c["departments"]}
     uncharged = [d for d in departments if d not in charged]
     if uncharged:

@@ -1,4 +1,4 @@
-"""Realism: the warehouse looks like the Philippines it claims to be. Geography first.
+"""Realism: the warehouse looks like the Philippines it claims to be. Geography first, then costs that reconcile.
 
 The locations come from the Philippine Standard Geographic Code with the 2020
 census populations (``fmcg_beam/data/geography.json``, built by
@@ -16,7 +16,7 @@ import datetime as dt
 import numpy as np
 import pytest
 
-from fmcg_beam import domain, reference
+from fmcg_beam import domain, reference, timeline
 from fmcg_beam.generators import GENERATORS, Context, Lookups
 from fmcg_beam.reference import ReferenceDataError
 
@@ -196,3 +196,92 @@ def test_apportion_gives_each_its_quota_rounded_and_the_total():
     quota = 1000 * np.arange(1, 19) / np.arange(1, 19).sum()
     counts = domain.apportion(1000, np.arange(1, 19))
     assert counts.sum() == 1000 and (np.abs(counts - quota) < 1).all()
+
+
+# --------------------------------------------------------------------------- costs that reconcile
+
+
+def cost_table(ctx: Context, fact: str, dim: str) -> tuple[list[dict], list[dict]]:
+    """The rows of ``fact`` over the period of ``ctx`` and of the dimension ``dim`` it is charged to."""
+    dims = GENERATORS[dim].generate_all(ctx)
+    lookups = Lookups({dim: dims})
+    gen = GENERATORS[fact]
+    return gen.generate(ctx, gen.units(ctx, lookups), lookups).to_pylist(), dims.to_pylist()
+
+
+def test_every_operating_cost_line_has_a_category_type_and_description_the_data_file_lists():
+    """The triple (category, type, description) is one that ``costs.json`` lists, a description under its own
+    type only; a line without a description has a type of the category. About 8% of lines have none: 1,044
+    lines at scale 1 over two years put that share within 5.5-10.5% (binomial sd 0.84 points, 3 sd)."""
+    listed = {(c["cost_category"], t["cost_type"], d) for c in reference.costs()["operating_cost_categories"]
+              for t in c["cost_types"] for d in [*t["descriptions"], None]}
+    lines, _ = cost_table(context(1.0), "fact_operating_costs", "dim_departments")
+    assert len(lines) > 1000
+    wrong = [r for r in lines if (r["cost_category"], r["cost_type"], r["description"]) not in listed]
+    assert not wrong, wrong[:3]
+    assert 0.055 <= sum(r["description"] is None for r in lines) / len(lines) <= 0.105
+
+
+@pytest.mark.parametrize("edit, words", [
+    (lambda c: c[0]["cost_types"][0].update(descriptions=["Monthly office rent - Ortigas Center, Pasig"]),
+     ["fewer than two"]),
+    (lambda c: c[0]["cost_types"][1]["descriptions"].append(c[0]["cost_types"][0]["descriptions"][0]),
+     ["also a description of", "Office Rent"]),
+    (lambda c: c[1]["cost_types"].append(dict(c[0]["cost_types"][0], descriptions=["a", "b"])), ["more than one"]),
+    (lambda c: c[0]["departments"].append("Astrology"), ["Astrology", "org.json"]),
+], ids=["one-description", "description-under-two-types", "type-in-two-categories", "unknown-department"])
+def test_a_broken_cost_file_is_an_error_naming_what_is_wrong(edit, words):
+    doc = copy.deepcopy(reference.costs())
+    edit(doc["operating_cost_categories"])
+    with pytest.raises(ReferenceDataError) as err:
+        reference.check("costs.json", doc)
+    for word in words:
+        assert word in str(err.value)
+
+
+def test_departments_spend_about_ninety_percent_of_their_budgets_a_year():
+    """Each department's operating costs in a full year against its budget (a 2024 figure, at the scale).
+
+    Expected ratio: 90% at 2024 prices (``BUDGET_USE``), times the price index at mid-year over mid-2024
+    (3.5% a year): 0.900 in 2024, 0.870 in 2023. Lines are drawn independently (a compound Poisson total), so
+    the standard error of a total is sqrt(sum of squared lines); the band is 4 of those for each department and
+    year (22 of them; at scale 1 a department has 10-120 lines a year, so that band is wide for the small ones,
+    6-30 points), and for all departments together 0.15 (about 2.5 standard errors of 0.06).
+    """
+    ctx = context(1.0)
+    lines, departments = cost_table(ctx, "fact_operating_costs", "dim_departments")
+    budget = {d["department_id"]: float(d["budget"]) for d in departments}
+    spent, squares = collections.defaultdict(float), collections.defaultdict(float)
+    for r in lines:
+        if r["department_id"] is not None:
+            for key in ((r["department_id"], r["date"].year), ("all", r["date"].year)):
+                spent[key] += float(r["amount"])
+                squares[key] += float(r["amount"]) ** 2
+    budget["all"] = sum(budget.values())
+    base = timeline.price_index(timeline.day_number(dt.date(2024, 7, 2)))
+    for year in (2023, 2024):
+        expected = 0.9 * timeline.price_index(timeline.day_number(dt.date(year, 7, 2))) / base
+        for d, b in budget.items():
+            ratio, se = spent[d, year] / b, squares[d, year] ** 0.5 / b
+            assert abs(ratio - expected) <= 4 * se, (d, year, ratio, expected, se)
+        assert abs(spent["all", year] / budget["all"] - expected) <= 0.15
+
+
+@pytest.mark.parametrize("scale", SCALES)
+def test_marketing_costs_fall_within_their_campaigns_and_add_up_to_its_budget(scale):
+    """Every line lies within its campaign's dates; a campaign that starts and ends within the period spends
+    its budget to the centavo (the generator apportions the budget to the campaign's lines), one that runs
+    over the period's edge at most its budget."""
+    ctx = Context(seed=7, scale=scale, start=dt.date(2024, 1, 1), end=dt.date(2024, 12, 31))
+    lines, campaigns = cost_table(ctx, "fact_marketing_costs", "dim_campaigns")
+    campaign = {c["campaign_id"]: c for c in campaigns}
+    spent = collections.Counter()
+    for r in lines:
+        c = campaign[r["campaign_id"]]
+        assert c["start_date"] <= r["date"] <= c["end_date"], (r, c)
+        spent[r["campaign_id"]] += r["amount"]
+    within = [c for c in campaigns if ctx.start <= c["start_date"] and c["end_date"] <= ctx.end]
+    assert len(within) >= 4
+    assert {c["campaign_id"]: spent[c["campaign_id"]] for c in within} == {c["campaign_id"]: c["budget"]
+                                                                          for c in within}
+    assert all(spent[k] <= campaign[k]["budget"] for k in spent)

@@ -3,11 +3,13 @@
 Marketing costs follow the campaigns of ``dim_campaigns``: a campaign spends
 on its spend days ``start_date + 2k`` (up to ``end_date``); on each, every
 cost category of its campaign type gets ``stochastic_round(sqrt(scale))``
-lines from a hash of (seed, campaign, day, category). A line's amount is
-``budget * utilisation * weight / expected lines of the category``, with the
-category weights of ``marketing.json`` and the utilisation (85-102%) a hash of
-the campaign, so a campaign's total spend is about its budget whatever period
-is generated. A unit is one whole day.
+lines from a hash of (seed, campaign, day, category). A campaign's lines add
+up to its budget to the centavo: its budget is split among all its lines (its
+whole life, whatever period is generated) by the largest remainder, in
+proportion to the category weight of ``marketing.json`` times a lognormal
+noise hashed from (seed, campaign, day, category, line). So every line lies
+within its campaign's dates, and a campaign that starts and ends within the
+period spends exactly its budget there. A unit is one whole day.
 """
 
 from __future__ import annotations
@@ -25,7 +27,6 @@ from fmcg_beam.generators.base import Lookups, TableGenerator
 from fmcg_beam.randomness import hash_uniform, stochastic_round
 
 SPEND_EVERY_DAYS = 2
-UTILISATION_MIN, UTILISATION_MAX = 0.85, 1.02
 NOISE_SIGMA = 0.25
 DESCRIPTION_NULL_SHARE = 0.05
 MIN_AMOUNT = 100  # centavos
@@ -54,6 +55,22 @@ def _marketing_catalog() -> dict[str, object]:
     }
 
 
+def apportion_within(totals: np.ndarray, group: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Each group's ``totals[g]`` (whole numbers) split among its members in proportion to ``weights`` by the
+    largest remainder (``domain.apportion`` group by group, vectorised): the members' shares add up to the
+    group's total exactly."""
+    wsum = np.bincount(group, weights=weights, minlength=len(totals))
+    quota = totals[group] * (weights / wsum[group])
+    share = np.floor(quota).astype(np.int64)
+    given = np.zeros(len(totals), dtype=np.int64)
+    np.add.at(given, group, share)
+    order = np.lexsort((np.arange(len(group)), -(quota - share), group))
+    first = np.searchsorted(group[order], group[order], side="left")
+    rank = np.empty(len(group), dtype=np.int64)
+    rank[order] = np.arange(len(group)) - first
+    return share + (rank < (totals - given)[group])
+
+
 def _line_counts(ctx: Context, campaign_ids: np.ndarray, days: np.ndarray, slots: np.ndarray) -> np.ndarray:
     u = hash_uniform(ctx.seed, "fact_marketing_costs/rows", campaign_ids, days, slots)
     return stochastic_round(math.sqrt(ctx.scale), u)
@@ -73,12 +90,30 @@ class MarketingCostsInputs:
         self.name = pa.array(list(c.col("campaign_name")), type=pa.string())
         self.kind = np.array([cat["type_index"][t] for t in c.col("campaign_type")], dtype=np.int64)
         self.n_slots = cat["n_slots"][self.kind]
-        self.spend_days = (self.end - self.start) // SPEND_EVERY_DAYS + 1
-        util = UTILISATION_MIN + (UTILISATION_MAX - UTILISATION_MIN) * hash_uniform(
-            ctx.seed, "fact_marketing_costs/utilisation", self.c_id)
-        # Amount of one line of slot j: budget * utilisation * weight_j / expected lines of slot j.
-        self.line_amount = (self.budget * util / (self.spend_days * math.sqrt(ctx.scale)))[:, None] \
-            * cat["weights"][self.kind]
+        self.weights = cat["weights"][self.kind]
+        self.plan_day, self.plan_crow, self.plan_slot, self.plan_amount = self._plan()
+
+    def _plan(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(day, campaign row, slot, amount) of every line of every campaign that spends in the period, over
+        the campaign's whole life, by day, campaign id, slot and line: the budget apportioned to the lines."""
+        lo, hi = self.ctx.fact_window
+        live = (self.start <= hi) & (self.end >= lo)
+        if not live.any():
+            empty = np.zeros(0, dtype=np.int64)
+            return empty, empty, empty, empty
+        day, crow, slot, counts = self.lines(int(self.start[live].min()), int(self.end[live].max()))
+        keep = live[crow]
+        day, crow, slot, counts = day[keep], crow[keep], slot[keep], counts[keep]
+        line = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+        day, crow, slot = (np.repeat(a, counts) for a in (day, crow, slot))
+        u = [hash_uniform(self.ctx.seed, f"fact_marketing_costs/amount.{k}", self.c_id[crow], day, slot, line)
+             for k in (1, 2)]
+        z = np.sqrt(-2.0 * np.log1p(-u[0])) * np.cos(2.0 * np.pi * u[1])  # standard normal (Box-Muller)
+        weight = self.weights[crow, slot] * np.exp(NOISE_SIGMA * z)
+        n = np.bincount(crow, minlength=len(self.c_id))
+        budget = self.budget.astype(np.int64)
+        amount = MIN_AMOUNT + apportion_within(np.maximum(budget - n * MIN_AMOUNT, 0), crow, weight)
+        return day, crow, slot, amount
 
     def lines(self, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(day, campaign row, slot, line count) of every spend day in ``lo..hi``, by day, campaign id, slot."""
@@ -115,14 +150,11 @@ class MarketingCostsGenerator(TableGenerator):
         m: MarketingCostsInputs = self.inputs(ctx, lookups)
         cat = _marketing_catalog()
         day = unit.key[0]
-        _, crow, slot, counts = m.lines(day, day)
-        n = int(counts.sum())
+        a, b = np.searchsorted(m.plan_day, [day, day + 1])
+        crow, slot, amount = m.plan_crow[a:b], m.plan_slot[a:b], m.plan_amount[a:b]
+        n = b - a
         streams = self.streams(ctx, unit)
-        crow = np.repeat(crow, counts)
-        slot = np.repeat(slot, counts)
         category = cat["slots"][m.kind[crow], slot]
-        noise = np.exp(NOISE_SIGMA * streams["amount"].standard_normal(n) - NOISE_SIGMA**2 / 2)
-        amount = np.maximum(np.round(m.line_amount[crow, slot] * noise).astype(np.int64), MIN_AMOUNT)
         cat_names = columns.take(cat["pool"], category)
         description = pc.binary_join_element_wise(cat_names, m.name.take(pa.array(crow)), " - ")
         blank = streams["description"].random(n) < DESCRIPTION_NULL_SHARE

@@ -10,13 +10,14 @@ and sized so that a department's yearly total is about 90% of its budget at
 amounts follow ``line_size`` (both in ``costs.json``), so the spend of a
 category keeps its share while office supplies come in small lines and rent
 in large ones. Amounts carry lognormal noise and follow the price index
-relative to mid-2024.
+relative to mid-2024. A line's cost type is drawn among its category's, and
+its description among the type's own (``costs.json`` lists each description
+under one type); about 8% of lines have no description.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import re
 from functools import lru_cache
 
 import numpy as np
@@ -35,53 +36,28 @@ DESCRIPTION_NULL_SHARE = 0.08
 NOISE_SIGMA = 0.6
 MIN_AMOUNT = 100  # centavos
 PRICE_BASE_DAY = timeline.day_number(dt.date(2024, 7, 2))  # mid-2024: the budgets are 2024 figures
-# Word stems too generic to tie a description to a cost type.
-_GENERIC_STEMS = {"insur", "repai", "servi", "fees", "third", "party", "month"}
-
-
-def _stems(text: str) -> set[str]:
-    return {w[:5] for w in re.findall(r"[a-z]+", text.lower()) if len(w) >= 4} - _GENERIC_STEMS
 
 
 @lru_cache(maxsize=None)
 def _cost_catalog() -> dict[str, object]:
     """The cost vocabulary of ``costs.json`` as pools and index arrays.
 
-    Category ``c`` has ``cat_n_desc[c] + 1`` *entries* from ``cat_first_entry[c]``: one per description,
-    then one for "no description". Entry ``e`` has description ``entry_desc[e]`` (-1: none) in
-    ``desc_pool`` and can carry the cost types ``candidates[entry_start[e] : entry_start[e] +
-    entry_count[e]]`` of ``type_pool``: those sharing the most words with the description, else all the
-    category's types.
+    Category ``c`` has the ``cat_n_types[c]`` cost types from ``cat_first_type[c]`` of ``type_pool``;
+    type ``t`` has the ``type_n_desc[t]`` descriptions from ``type_first_desc[t]`` of ``desc_pool``, its
+    own and no other type's (``reference`` checks that), so a line's description always names its type.
     """
     cats = reference.costs()["operating_cost_categories"]
-    type_names, desc_names = [], []
-    entry_desc, entry_start, entry_count, candidates = [], [], [], []
-    cat_first_entry, cat_n_desc = [], []
-    for c in cats:
-        t0 = len(type_names)
-        types = list(c["cost_types"])
-        type_names += types
-        cat_first_entry.append(len(entry_desc))
-        cat_n_desc.append(len(c["descriptions"]))
-        for d in list(c["descriptions"]) + [None]:
-            chosen = list(range(len(types)))
-            if d is not None:
-                scores = [len(_stems(t) & _stems(d)) for t in types]
-                if max(scores) > 0:
-                    chosen = [i for i, s in enumerate(scores) if s == max(scores)]
-                desc_names.append(d)
-            entry_desc.append(-1 if d is None else len(desc_names) - 1)
-            entry_start.append(len(candidates))
-            entry_count.append(len(chosen))
-            candidates += [t0 + i for i in chosen]
-    arrays = {"cat_first_entry": cat_first_entry, "cat_n_desc": cat_n_desc, "entry_desc": entry_desc,
-              "entry_start": entry_start, "entry_count": entry_count, "candidates": candidates}
+    types = [t for c in cats for t in c["cost_types"]]
+    n_types = [len(c["cost_types"]) for c in cats]
+    n_desc = [len(t["descriptions"]) for t in types]
+    arrays = {"cat_n_types": n_types, "cat_first_type": np.cumsum(n_types) - n_types,
+              "type_n_desc": n_desc, "type_first_desc": np.cumsum(n_desc) - n_desc}
     return {
         "categories": cats,
         "category_pool": columns.pool([c["cost_category"] for c in cats]),
-        "type_pool": columns.pool(type_names),
-        "desc_pool": columns.pool(desc_names),
-        **{k: np.array(v, dtype=np.int64) for k, v in arrays.items()},
+        "type_pool": columns.pool([t["cost_type"] for t in types]),
+        "desc_pool": columns.pool([d for t in types for d in t["descriptions"]]),
+        **{k: np.asarray(v, dtype=np.int64) for k, v in arrays.items()},
     }
 
 
@@ -130,11 +106,9 @@ class OperatingCostsGenerator(DailyFactGenerator):
         c = np.minimum((streams["cost_category"].random(n)[:, None] >= m.cat_cum[dep]).sum(axis=1), m.last_cat[dep])
         company_wide = streams["department_id.company_wide"].random(n) < COMPANY_WIDE_SHARE
         no_desc = streams["description.none"].random(n) < DESCRIPTION_NULL_SHARE
-        n_desc = cat["cat_n_desc"][c]
-        which = (streams["description"].random(n) * n_desc).astype(np.int64)
-        entry = cat["cat_first_entry"][c] + np.where(no_desc, n_desc, which)
-        pick = (streams["cost_type"].random(n) * cat["entry_count"][entry]).astype(np.int64)
-        cost_type = cat["candidates"][cat["entry_start"][entry] + pick]
+        cost_type = cat["cat_first_type"][c] + (streams["cost_type"].random(n) * cat["cat_n_types"][c]).astype(np.int64)
+        which = (streams["description"].random(n) * cat["type_n_desc"][cost_type]).astype(np.int64)
+        description = np.where(no_desc, NULL, cat["type_first_desc"][cost_type] + which)
         noise = np.exp(NOISE_SIGMA * streams["amount"].standard_normal(n) - NOISE_SIGMA**2 / 2)
         amount = price_on(m.unit_size[dep] * m.size[c] * noise, PRICE_BASE_DAY, day, False)
         return {
@@ -144,6 +118,6 @@ class OperatingCostsGenerator(DailyFactGenerator):
             "cost_type": columns.take(cat["type_pool"], cost_type),
             "department_id": np.where(company_wide, NULL, m.d_id[dep]),
             "amount": np.maximum(amount, MIN_AMOUNT),
-            "description": columns.take(cat["desc_pool"], cat["entry_desc"][entry]),
+            "description": columns.take(cat["desc_pool"], description),
             "created_at": np.sort(office_hours_us(np.full(n, day, dtype=np.int64), streams["created_at"])),
         }
