@@ -432,6 +432,22 @@ def apportion(total: int, weights: np.ndarray) -> np.ndarray:
     return counts
 
 
+def apportion_within(totals: np.ndarray, group: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Each group's ``totals[g]`` (whole numbers) split among its members in proportion to ``weights`` by the
+    largest remainder (``apportion`` group by group, vectorised): the members' shares add up to the
+    group's total exactly."""
+    wsum = np.bincount(group, weights=weights, minlength=len(totals))
+    quota = totals[group] * (weights / wsum[group])
+    share = np.floor(quota).astype(np.int64)
+    given = np.zeros(len(totals), dtype=np.int64)
+    np.add.at(given, group, share)
+    order = np.lexsort((np.arange(len(group)), -(quota - share), group))
+    first = np.searchsorted(group[order], group[order], side="left")
+    rank = np.empty(len(group), dtype=np.int64)
+    rank[order] = np.arange(len(group)) - first
+    return share + (rank < (totals - given)[group])
+
+
 def spread(ctx: Context, total: int) -> np.ndarray:
     """``total`` members apportioned to the locations, by location_id - 1: to the regions in proportion to
     their census population, then within each region to its locations by the population they stand for."""

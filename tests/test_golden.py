@@ -42,7 +42,7 @@ GOLDEN = {
     "fact_sales": (1265, "499cff956181348143347d7eeb71b02fed919898769010f34e601359206191b6"),
     "fact_inventory": (1408, "4110377d0e71aca1008e2fc37a8cdc96b4d7bbca89a79274f6385388c3dc4849"),
     "fact_employees": (81, "34090dc49d3b7a371297dd72e5dbda2737c04ac7839ecca2cc7c341e54c3375a"),
-    "fact_operating_costs": (6, "232ef9c23a51b6cc49d778bc2e826e8df047e605231c45dbaa500515c8ba8b45"),
+    "fact_operating_costs": (6, "9ce3358cf5d3e2c067f881097e29f10f2085cde6bc3394b1274420f023841f7b"),
     "fact_marketing_costs": (33, "9d959829f510a47181af76951c79139519c9b09e9d3e508c8b7b94a7491db67a"),
 }
 

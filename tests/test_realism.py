@@ -239,32 +239,46 @@ def test_a_broken_cost_file_is_an_error_naming_what_is_wrong(edit, words):
         assert word in str(err.value)
 
 
-def test_departments_spend_about_ninety_percent_of_their_budgets_a_year():
-    """Each department's operating costs in a full year against its budget (a 2024 figure, at the scale).
+def centavos(value) -> int:
+    return int(value * 100)
 
-    Expected ratio: 90% at 2024 prices (``BUDGET_USE``), times the price index at mid-year over mid-2024
-    (3.5% a year): 0.900 in 2024, 0.870 in 2023. Lines are drawn independently (a compound Poisson total), so
-    the standard error of a total is sqrt(sum of squared lines); the band is 4 of those for each department and
-    year (22 of them; at scale 1 a department has 10-120 lines a year, so that band is wide for the small ones,
-    6-30 points), and for all departments together 0.15 (about 2.5 standard errors of 0.06).
-    """
-    ctx = context(1.0)
+
+@pytest.mark.parametrize("scale", SCALES)
+def test_departments_spend_ninety_percent_of_their_budgets_a_year_to_the_centavo(scale):
+    """Each department's operating costs in a full year add up to its target to the centavo: 90% of its budget
+    (a 2024 figure, at the scale) times the price index on 2 July of the year over that on 2 July 2024 (0.870 of
+    the budget in 2023, 0.900 in 2024); the company-wide lines to 90% of all budgets together times 5/95. At
+    scale 0.05 (about 26 lines a year, most of them charged to the four largest budgets) a small department may
+    have no line in a year, and then spends nothing; at scale 1 every department has lines every year."""
+    ctx = context(scale)
     lines, departments = cost_table(ctx, "fact_operating_costs", "dim_departments")
-    budget = {d["department_id"]: float(d["budget"]) for d in departments}
-    spent, squares = collections.defaultdict(float), collections.defaultdict(float)
+    budget = {d["department_id"]: centavos(d["budget"]) for d in departments}
+    spent, count = collections.Counter(), collections.Counter()
     for r in lines:
-        if r["department_id"] is not None:
-            for key in ((r["department_id"], r["date"].year), ("all", r["date"].year)):
-                spent[key] += float(r["amount"])
-                squares[key] += float(r["amount"]) ** 2
-    budget["all"] = sum(budget.values())
+        spent[r["department_id"], r["date"].year] += centavos(r["amount"])
+        count[r["department_id"], r["date"].year] += 1
     base = timeline.price_index(timeline.day_number(dt.date(2024, 7, 2)))
     for year in (2023, 2024):
-        expected = 0.9 * timeline.price_index(timeline.day_number(dt.date(year, 7, 2))) / base
-        for d, b in budget.items():
-            ratio, se = spent[d, year] / b, squares[d, year] ** 0.5 / b
-            assert abs(ratio - expected) <= 4 * se, (d, year, ratio, expected, se)
-        assert abs(spent["all", year] / budget["all"] - expected) <= 0.15
+        ratio = timeline.price_index(timeline.day_number(dt.date(year, 7, 2))) / base
+        target = {d: round(0.9 * b * ratio) for d, b in budget.items()}
+        target[None] = round(0.9 * sum(budget.values()) * 0.05 / 0.95 * ratio)
+        charged = {d for d in target if count[d, year]}
+        assert {d: spent[d, year] for d in charged} == {d: target[d] for d in charged}
+        assert len(charged) >= 4 and (scale < 1 or charged == set(target))
+
+
+@pytest.mark.parametrize("scale", SCALES)
+def test_operating_costs_of_a_day_do_not_depend_on_the_period(scale):
+    """A run over part of the period (or only its increment's days) writes the very lines, amounts included,
+    that the full run writes on those days: a line's amount is its share of its whole year's target."""
+    full, _ = cost_table(context(scale), "fact_operating_costs", "dim_departments")
+    part = Context(seed=7, scale=scale, start=dt.date(2023, 3, 6), end=dt.date(2024, 8, 16))
+    increment = Context(seed=7, scale=scale, start=dt.date(2023, 1, 1), end=dt.date(2024, 12, 31),
+                        facts=(dt.date(2024, 5, 1), dt.date(2024, 6, 30)))
+    for ctx in (part, increment):
+        first, last = ctx.facts or (ctx.start, ctx.end)
+        lines, _ = cost_table(ctx, "fact_operating_costs", "dim_departments")
+        assert lines and lines == [r for r in full if first <= r["date"] <= last]
 
 
 @pytest.mark.parametrize("scale", SCALES)

@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from fmcg_beam import columns, reference
-from fmcg_beam.domain import Context, Unit, fact_keys, office_hours_us
+from fmcg_beam.domain import Context, Unit, apportion_within, fact_keys, office_hours_us
 from fmcg_beam.generators.base import Lookups, TableGenerator
 from fmcg_beam.randomness import hash_uniform, stochastic_round
 
@@ -53,22 +53,6 @@ def _marketing_catalog() -> dict[str, object]:
         "weights": weights,
         "n_slots": (slots >= 0).sum(axis=1),
     }
-
-
-def apportion_within(totals: np.ndarray, group: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """Each group's ``totals[g]`` (whole numbers) split among its members in proportion to ``weights`` by the
-    largest remainder (``domain.apportion`` group by group, vectorised): the members' shares add up to the
-    group's total exactly."""
-    wsum = np.bincount(group, weights=weights, minlength=len(totals))
-    quota = totals[group] * (weights / wsum[group])
-    share = np.floor(quota).astype(np.int64)
-    given = np.zeros(len(totals), dtype=np.int64)
-    np.add.at(given, group, share)
-    order = np.lexsort((np.arange(len(group)), -(quota - share), group))
-    first = np.searchsorted(group[order], group[order], side="left")
-    rank = np.empty(len(group), dtype=np.int64)
-    rank[order] = np.arange(len(group)) - first
-    return share + (rank < (totals - given)[group])
 
 
 def _line_counts(ctx: Context, campaign_ids: np.ndarray, days: np.ndarray, slots: np.ndarray) -> np.ndarray:
