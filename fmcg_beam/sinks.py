@@ -171,18 +171,8 @@ class LocalSink(Sink):
 
     def finish(self, plan, counters) -> Written:
         tables = list(plan.tables)
-        clock = time.perf_counter()
-
-        def lap(step: str) -> None:
-            nonlocal clock
-            now = time.perf_counter()
-            self.timings[step] = self.timings.get(step, 0.0) + now - clock
-            clock = now
-
-        fed = False
         if plan.increment is not None:
-            stats = self._finish_increment(plan)
-            lap("merge")
+            stats = self._timed("merge", self._finish_increment, plan)
         else:
             for table in tables:
                 warehouse.ensure_parquet(self.stage, table)
@@ -190,25 +180,23 @@ class LocalSink(Sink):
             stats = warehouse.recorded_stats(self.stage, tables)
             rows = {t: n for t, (n, _) in stats.items()}
             check_counts(plan, rows)
-            if self.settings.sink == "duckdb":
-                # The dimensions' change events come from the Parquet files, so they are written while DuckDB
-                # builds its file from the same files: the two share the cores instead of taking turns.
-                with ThreadPoolExecutor(max_workers=1) as pool:
-                    feed = pool.submit(self._timed, "feed", self._write_feed, plan, counters, parquet=True)
-                    self._timed("tables", self._build_duckdb, plan, rows)
-                    self.feed = feed.result()
-                self._timed("feed", self._store_feed)
-                clock = time.perf_counter()
-                fed = True
-        if not fed:
-            self.feed = self._write_feed(plan, counters)
-            lap("feed")
-        self.quality = self._check_quality(plan)
-        lap("quality")
+        if plan.increment is None and self.settings.sink == "duckdb":
+            # The dimensions' change events come from the Parquet files, so they are written while DuckDB builds
+            # its file from the same files: the two share the cores instead of taking turns.
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                feed = pool.submit(self._timed, "feed", self._write_feed, plan, counters, parquet=True)
+                self._timed("tables", self._build_duckdb, plan, rows)
+                self.feed = feed.result()
+            self._timed("feed", self._store_feed)
+        else:
+            self.feed = self._timed("feed", self._write_feed, plan, counters)
+        self.quality = self._timed("quality", self._check_quality, plan)
+        self._timed("commit", self._commit, plan, stats)
+        return stats
+
+    def _commit(self, plan, stats: Written) -> None:
         outdir.write_manifest(self.stage, self._manifest(plan, stats))
         self.out.commit(self.stage)
-        lap("commit")
-        return stats
 
     def _timed(self, step: str, fn, *args, **kwargs):
         started = time.perf_counter()
