@@ -10,8 +10,9 @@ Table modules (``fmcg_beam.generators.*``) import this module, ``people``,
 * lifecycles: drawing start and end dates (``draw_lifecycle``), who is live
   on a day or during a month (``live_during``), ``happened_by``, ``running_on``,
   ``updated_at`` and record timestamps;
-* money and appeal: a price through the price index (``price_on``), a salary
-  with yearly raises (``salary_on``), a product's appeal (``product_appeal``);
+* money and appeal: a price through the price index (``price_on``), a pack's list
+  price by its size (``pack_list_price``), a salary with yearly raises
+  (``salary_on``), a product's heavy-tailed appeal (``product_appeal``);
 * reference views that several tables index by id: the locations at a scale
   and how members spread over them (``place_order``, ``placed``),
   subcategories, departments, jobs, retailer types.
@@ -33,7 +34,7 @@ import numpy as np
 
 from fmcg_beam import history, reference, timeline
 from fmcg_beam.columns import NULL
-from fmcg_beam.randomness import Streams, hash_uniform, weighted_choice
+from fmcg_beam.randomness import Streams, hash_u64, hash_uniform, weighted_choice
 
 DIM_BLOCK = 1024  # row ids per dimension unit
 FACT_BLOCK = 16384  # rows of one day per fact unit
@@ -207,12 +208,37 @@ def updated_at(created: np.ndarray, events: list[np.ndarray], as_of: int) -> np.
 
 # --------------------------------------------------------------------------- money and appeal
 
-APPEAL_MIN, APPEAL_MAX = 0.3, 2.0
-
-
 def product_appeal(seed: int, product_ids: np.ndarray) -> np.ndarray:
-    """A product's pull on shelf and in stock, fixed by the seed and its id (sales and inventory share it)."""
-    return APPEAL_MIN + hash_uniform(seed, "product-appeal", product_ids) * (APPEAL_MAX - APPEAL_MIN)
+    """A product's pull on shelf and in stock, fixed by the seed and its id (sales and inventory share it).
+
+    Heavy-tailed, so a few SKUs carry most of the revenue: the Pareto quantile ``(1 - u) ** (-1 / alpha)``
+    (``product_popularity`` in ``catalog.json``, capped at its ``cap``) of a uniform ``u`` that walks the golden
+    ratio over product ids from a start the seed picks (a Weyl sequence). Any catalogue, ids 1..n, so gets
+    quantiles spread evenly over the distribution, and its concentration does not hang on how a few
+    independent draws fell in a small catalogue; which product gets which appeal still changes with the seed.
+    """
+    alpha, cap = popularity_parameters()
+    start = hash_uniform(seed, "product-appeal", np.zeros(1, dtype=np.int64))[0]
+    u = (np.asarray(product_ids, dtype=np.float64) * GOLDEN_RATIO_CONJUGATE + start) % 1.0
+    return np.minimum((1.0 - u) ** (-1.0 / alpha), cap)
+
+
+GOLDEN_RATIO_CONJUGATE = (math.sqrt(5.0) - 1.0) / 2.0
+
+
+@lru_cache(maxsize=None)
+def popularity_parameters() -> tuple[float, float]:
+    """(Pareto alpha, cap) of product appeal, from ``catalog.json``."""
+    spec = reference.catalog()["product_popularity"]
+    return float(spec["alpha"]), float(spec["cap"])
+
+
+def pack_list_price(ref_price: np.ndarray | float, ref_size: np.ndarray | float, size: np.ndarray | float,
+                    elasticity: np.ndarray | float, premium: np.ndarray | float = 1.0) -> np.ndarray:
+    """A pack's list price in pesos at ``price_bands_as_of`` levels: ``ref_price * premium * (size /
+    ref_size) ** elasticity``, so with an elasticity below 1 the price per unit falls as packs grow."""
+    ratio = np.asarray(size, dtype=np.float64) / np.asarray(ref_size, dtype=np.float64)
+    return np.asarray(ref_price, dtype=np.float64) * premium * ratio ** np.asarray(elasticity, dtype=np.float64)
 
 
 def price_on(launch_price: np.ndarray, launch_day: np.ndarray, day: np.ndarray | int,
@@ -486,11 +512,18 @@ def head_office(ctx: Context) -> int:
 
 @lru_cache(maxsize=None)
 def subcategory_table() -> tuple[dict, ...]:
-    """Subcategories in id order, each with its category id."""
+    """Subcategories in id order, each with its category id and its price band: ``price_min`` and
+    ``price_max``, the lowest and highest list price (pesos, to 25 centavos) its lines' packs have at
+    ``price_bands_as_of`` levels with the price premiums of the brands that make it."""
+    catalog = reference.catalog()
     out = []
-    for ci, cat in enumerate(reference.catalog()["categories"], start=1):
+    for ci, cat in enumerate(catalog["categories"], start=1):
         for sub in cat["subcategories"]:
-            out.append(dict(sub, category_id=ci))
+            premiums = [b["price_premium"] for b in catalog["brands"] if sub["name"] in b["subcategories"]]
+            prices = [pack_list_price(ln["ref_price"], ln["ref_size"], pk["size"], ln["elasticity"], pm)
+                      for ln in sub["lines"] for pk in ln["packs"] for pm in premiums]
+            out.append(dict(sub, category_id=ci, price_min=round(float(min(prices)) * 4) / 4,
+                            price_max=round(float(max(prices)) * 4) / 4))
     return tuple(out)
 
 
@@ -663,3 +696,69 @@ def retailer_types() -> list[dict]:
 @lru_cache(maxsize=None)
 def retailer_type_index() -> dict[str, int]:
     return {t["name"]: i for i, t in enumerate(retailer_types())}
+
+
+# --------------------------------------------------------------------------- orders, territories, campaign lift
+
+
+def retailer_activity(seed: int, retailer_ids: np.ndarray) -> np.ndarray:
+    """How much an account orders against others of its channel, fixed by the seed and its id: a Pareto
+    weight ``(1 - u) ** (-1 / alpha)``, at most ``cap`` (``retailer_activity`` in ``retail.json``), so a few
+    accounts carry much of the business."""
+    spec = reference.retail()["retailer_activity"]
+    u = hash_uniform(seed, "retailer-activity", retailer_ids)
+    return np.minimum(np.power(1.0 - u, -1.0 / float(spec["alpha"])), float(spec["cap"]))
+
+
+@lru_cache(maxsize=None)
+def lines_per_order() -> dict[str, np.ndarray]:
+    """The ``min``, ``mean`` and ``max`` lines (distinct products) of an order, by retailer type index."""
+    types = retailer_types()
+    return {k: np.array([t["lines_per_order"][k] for t in types], dtype=np.float64) for k in ("min", "mean", "max")}
+
+
+def territory_rank(seed: int, retailer_ids: np.ndarray, employee_ids: np.ndarray) -> np.ndarray:
+    """Rendezvous rank of each (retailer, sales rep) pair, element-wise: an account's rep is the live rep of its
+    region with the highest rank, so it changes only when that rep leaves or a higher-ranked one joins."""
+    return hash_u64(seed, "territory", retailer_ids, employee_ids)
+
+
+@lru_cache(maxsize=None)
+def commission_by_job() -> np.ndarray:
+    """A seller's commission rate on the lines it books, by job_id (slot 0 unused; 0 for jobs that do not
+    sell), from ``commission_by_job`` in ``retail.json``."""
+    rates = reference.retail()["commission_by_job"]
+    return np.array([0.0] + [float(rates.get(j["job_title"], 0.0)) if j["can_sell"] else 0.0 for j in job_table()])
+
+
+def campaign_lift(seed: int, campaign_ids: np.ndarray) -> np.ndarray:
+    """The planted lift of each campaign, fixed by the seed and its id: uniform in ``campaign_lift.min..max``
+    (``retail.json``). While the campaign runs, its brand's products weigh this much more in the product draw
+    of the lines of its target channels."""
+    spec = reference.retail()["campaign_lift"]
+    u = hash_uniform(seed, "campaign-lift", campaign_ids)
+    return float(spec["min"]) + u * (float(spec["max"]) - float(spec["min"]))
+
+
+NATIONAL = "all accounts"  # the target of a campaign without an audience
+
+
+def campaign_channels(audiences: np.ndarray) -> np.ndarray:
+    """``[n, T]``: whether each campaign (by its ``target_audience``; None: national) targets each retailer type
+    (``campaign_targets`` in ``retail.json``)."""
+    targets = reference.retail()["campaign_targets"]
+    index = retailer_type_index()
+    out = np.zeros((len(audiences), len(index)), dtype=bool)
+    for i, a in enumerate(audiences):
+        if a is None:
+            out[i] = True
+            continue
+        if a not in targets:
+            raise ValueError(f"campaign audience {a!r} has no channels: add it to campaign_targets in retail.json")
+        out[i, [index[c] for c in targets[a]]] = True
+    return out
+
+
+def campaign_target(audience: Optional[str]) -> str:
+    """A campaign's target in words: its channels, or ``NATIONAL``."""
+    return NATIONAL if audience is None else ", ".join(reference.retail()["campaign_targets"][audience])

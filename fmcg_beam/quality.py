@@ -47,7 +47,7 @@ from typing import Callable, Iterable, Mapping, Optional, Sequence
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from fmcg_beam import schema
+from fmcg_beam import reference, schema
 from fmcg_beam.domain import KEY_DAY_FACTOR
 from fmcg_beam.reference import DATA_DIR
 
@@ -112,6 +112,8 @@ def definitions() -> dict:
                 raise ValueError(f"{where}: rule {r['name']}: " + (f"via {bad[0]} is not a foreign key of the table"
                                                                     if bad else "is declared twice"))
             names.add(r["name"])
+            for m in UNLISTED.finditer(r["violation"]):
+                _unlisted_args(m)  # an unknown list fails here, when the rules are read
             rules.setdefault(table, []).append(Rule(table, r["name"], r["violation"], via, r.get("why", "")))
         for column, bounds in spec.get("ranges", {}).items():
             if column not in tdef.column_names:
@@ -222,9 +224,10 @@ def _date(d: dt.date) -> str:
     return f"DATE '{d.isoformat()}'"
 
 
-def _render(rule: Rule, period: Optional[Period], sql: bool = True) -> Optional[str]:
+def _render(rule: Rule, period: Optional[Period], sql: bool = True, dialect: str = "duckdb") -> Optional[str]:
     """The rule's predicate with its placeholders and ``alias.column`` references filled in; ``None`` when it
-    needs the period and there is none. Without ``sql``, only the period is filled in (for a detail line)."""
+    needs the period and there is none. Without ``sql``, only the period is filled in (for a detail line).
+    String literals are written for ``dialect``."""
     text = rule.violation
     if period is None and ("{first_day}" in text or "{last_day}" in text):
         return None
@@ -238,10 +241,65 @@ def _render(rule: Rule, period: Optional[Period], sql: bool = True) -> Optional[
     text = re.sub(r"\{cents\((\w+)\)\}", r"CAST(\1 * 100 AS BIGINT)" if sql else r"\1", text)
     text = re.sub(r"\{(\w+)\}", lambda m: values[m.group(1)], text)
     if not sql:
-        return text
+        return UNLISTED.sub(lambda m: _unlisted_text(*_unlisted_args(m)), text)
     for alias, column in rule.via:
         text = re.sub(rf"(?<![\w.]){re.escape(alias)}\.(\w+)", rf"{column}__\1", text)
-    return text
+    # Last, so the listed values' text is never read as an alias.column reference.
+    return UNLISTED.sub(lambda m: _unlisted_sql(*_unlisted_args(m), dialect), text)
+
+
+# ``{unlisted(key, value, vocabulary)}``: TRUE where ``value`` is not among the values the package data lists
+# for the row's ``key`` (or ``key`` is not listed at all), NULL where ``value`` is NULL.
+UNLISTED = re.compile(r"\{unlisted\(\s*([\w.]+)\s*,\s*([\w.]+)\s*,\s*(\w+)\s*\)\}")
+
+
+def _cost_types() -> dict[str, list[str]]:
+    return {c["cost_category"]: [t["cost_type"] for t in c["cost_types"]]
+            for c in reference.costs()["operating_cost_categories"]}
+
+
+def _cost_descriptions() -> dict[str, list[str]]:
+    return {t["cost_type"]: list(t["descriptions"])
+            for c in reference.costs()["operating_cost_categories"] for t in c["cost_types"]}
+
+
+def _campaign_cost_categories() -> dict[str, list[str]]:
+    return {t["name"]: list(t["cost_categories"]) for t in reference.marketing()["campaign_types"]}
+
+
+# The lists ``{unlisted(...)}`` reads: name -> (what they are and where they live, key -> listed values).
+VOCABULARIES: dict[str, tuple[str, Callable[[], dict[str, list[str]]]]] = {
+    "cost_types": ("the cost types of its {key} in costs.json", _cost_types),
+    "cost_descriptions": ("the descriptions of its {key} in costs.json", _cost_descriptions),
+    "campaign_cost_categories": ("the cost categories of its {key} in marketing.json",
+                                 _campaign_cost_categories),
+}
+
+
+def _unlisted_args(m: re.Match) -> tuple[str, str, str]:
+    key, value, vocabulary = m.groups()
+    if vocabulary not in VOCABULARIES:
+        raise ValueError(f"{QUALITY_FILE}: unlisted(...) names unknown list {vocabulary!r}; use one of "
+                         f"{', '.join(VOCABULARIES)}")
+    return key, value, vocabulary
+
+
+def _literal(text: str, dialect: str) -> str:
+    """A SQL string literal: DuckDB doubles a quote, BigQuery escapes it (and its backslashes)."""
+    if dialect == "bigquery":
+        return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _unlisted_sql(key: str, value: str, vocabulary: str, dialect: str) -> str:
+    listed = VOCABULARIES[vocabulary][1]()
+    branches = " ".join(f"WHEN {_literal(k, dialect)} THEN {value} NOT IN "
+                        f"({', '.join(_literal(v, dialect) for v in values)})" for k, values in listed.items())
+    return f"(CASE {key} {branches} ELSE TRUE END)"
+
+
+def _unlisted_text(key: str, value: str, vocabulary: str) -> str:
+    return f"{value} not among {VOCABULARIES[vocabulary][0].format(key=key)}"
 
 
 def _reads(rule: Rule) -> dict[str, set[str]]:
@@ -283,8 +341,10 @@ def queries(tables: Optional[Iterable[str]] = None, expected_rows: Optional[Mapp
             joins.append(join)
             specs.append(_orphans(table, join))
         for r, sql in rules:
+            bigquery = _render(r, period, dialect="bigquery")
+            by_dialect = () if bigquery == sql else (("bigquery", f"COUNTIF({bigquery})"),)
             specs.append(Spec(f"rule:{table}.{r.name}", table, "rule", f"COUNTIF({sql})",
-                              _render(r, period, sql=False) or r.violation))
+                              _render(r, period, sql=False) or r.violation, by_dialect=by_dialect))
         for c in tdef.columns:
             if c.required:
                 specs.append(Spec(f"nulls:{table}.{c.name}", table, "nulls", f"COUNTIF({c.name} IS NULL)",

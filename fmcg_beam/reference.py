@@ -92,11 +92,16 @@ def _csv(name: str) -> list[dict[str, str]]:
 
 def _check_catalog(f: str, doc: dict) -> None:
     cats = doc["categories"]
-    require_fields(f, "categories", cats, ("name", "excise_sweetened", "subcategories"))
+    require_fields(f, "categories", cats, ("name", "excise_sweetened", "gross_margin", "subcategories"))
     for c in cats:
-        require_fields(f, f"categories[{c['name']!r}].subcategories", c["subcategories"],
-                       ("name", "price_min", "price_max", "variants", "pack_sizes"))
-    require_fields(f, "brands", doc["brands"], ("name", "category", "subcategories", "popularity"))
+        margin = c["gross_margin"]
+        if not 0 < margin["min"] <= margin["max"] < 1:
+            _fail(f, f"categories[{c['name']!r}].gross_margin", f"{margin} is not a range within 0..1",
+                  "give min <= max, both between 0 and 1")
+        require_fields(f, f"categories[{c['name']!r}].subcategories", c["subcategories"], ("name", "lines"))
+        for s in c["subcategories"]:
+            _check_lines(f, f"categories[{c['name']!r}].subcategories[{s['name']!r}].lines", s["lines"])
+    require_fields(f, "brands", doc["brands"], ("name", "category", "subcategories", "popularity", "price_premium"))
     subs_of = {c["name"]: [s["name"] for s in c["subcategories"]] for c in cats}
     for b in doc["brands"]:
         require_in(f, f"brands[{b['name']!r}].category", [b["category"]], subs_of, "category")
@@ -109,13 +114,61 @@ def _check_catalog(f: str, doc: dict) -> None:
         _fail(f, "brands", f"no brand makes subcategory {unsold[0]!r}", "list it under a brand of its category")
     require_fields(f, "product_lifecycle", [doc["product_lifecycle"]], LIFECYCLE_FIELDS)
     require_date(f, "price_bands_as_of", doc["price_bands_as_of"])
+    if not doc["name_editions"]:
+        _fail(f, "name_editions", "empty", "list at least one product-line name such as Plus")
+    pop = doc["product_popularity"]
+    require_fields(f, "product_popularity", [pop], ("distribution", "alpha", "cap"))
+    require_in(f, "product_popularity.distribution", [pop["distribution"]], ("pareto",), "distribution")
+    if not (pop["alpha"] > 0 and pop["cap"] >= 1):
+        _fail(f, "product_popularity", f"alpha {pop['alpha']}, cap {pop['cap']}",
+              "give a positive Pareto alpha and a cap of at least 1 (the smallest appeal)")
+
+
+PACK_UNITS = ("g", "ml", "pcs")
+
+
+def _check_lines(f: str, where: str, lines: list) -> None:
+    """A subcategory's product lines: a unit, variants, a reference price and packs, the price per unit
+    falling as packs grow."""
+    if not lines:
+        _fail(f, where, "no product line", "list at least one")
+    require_fields(f, where, lines, ("name", "unit", "variants", "ref_size", "ref_price", "elasticity", "packs"))
+    for ln in lines:
+        at = f"{where}[{ln['name']!r}]"
+        require_in(f, f"{at}.unit", [ln["unit"]], PACK_UNITS, "pack unit")
+        if not ln["variants"] or not ln["packs"]:
+            _fail(f, at, "no variants or no packs", "list at least one of each")
+        if not (ln["ref_size"] > 0 and ln["ref_price"] > 0 and 0 < ln["elasticity"] < 1):
+            _fail(f, at, "ref_size, ref_price and elasticity", "give a positive size and price and an elasticity "
+                  "between 0 and 1 (the price per unit falls as packs grow)")
+        require_fields(f, f"{at}.packs", ln["packs"], ("size", "format", "weight"), label="format")
+        sizes = [p["size"] for p in ln["packs"]]
+        if min(sizes) <= 0 or len(set(sizes)) != len(sizes) or min(p["weight"] for p in ln["packs"]) <= 0:
+            _fail(f, f"{at}.packs", f"sizes {sizes}", "give each pack its own positive size and a positive weight")
 
 
 def _check_retail(f: str, doc: dict) -> None:
-    fields = ("name", "share", "qty_min", "qty_max", "order_value_min", "order_value_max", "credit_limit_min",
-              "credit_limit_max", "payment_terms", "commission_rate_min", "commission_rate_max",
-              "delivery_days_min", "delivery_days_max", "order_frequency", "contact_phone", "name_patterns")
-    require_fields(f, "retailer_types", doc["retailer_types"], fields)
+    fields = ("name", "share", "qty_min", "qty_max", "line_value_min", "line_value_max", "credit_limit_min",
+              "credit_limit_max", "payment_terms", "delivery_days_min", "delivery_days_max", "order_frequency",
+              "lines_per_order", "contact_phone", "name_patterns")
+    types = doc["retailer_types"]
+    require_fields(f, "retailer_types", types, fields)
+    for t in types:
+        lines = t["lines_per_order"]
+        require_fields(f, f"retailer_types[{t['name']!r}].lines_per_order", [lines], ("min", "mean", "max"))
+        if not 1 <= lines["min"] <= lines["mean"] <= lines["max"]:
+            _fail(f, f"retailer_types[{t['name']!r}].lines_per_order", "needs 1 <= min <= mean <= max",
+                  "fix the three numbers")
+    require_fields(f, "retailer_activity", [doc["retailer_activity"]], ("distribution", "alpha", "cap"))
+    require_in(f, "retailer_activity.distribution", [doc["retailer_activity"]["distribution"]], ("pareto",),
+               "distribution")
+    sellers = [j["job_title"] for j in org()["jobs"] if j["can_sell"]]
+    require_keys(f, "commission_by_job", doc["commission_by_job"], sellers, "selling job (org.json)")
+    require_keys(f, "campaign_targets", doc["campaign_targets"], marketing()["target_audiences"],
+                 "target audience (marketing.json)")
+    for audience, channels in doc["campaign_targets"].items():
+        require_in(f, f"campaign_targets[{audience!r}]", channels, [t["name"] for t in types], "retailer type")
+    require_fields(f, "campaign_lift", [doc["campaign_lift"]], ("min", "max"))
     require_in(f, "retailer_types.contact_phone", [t["contact_phone"] for t in doc["retailer_types"]],
                ("mobile", "landline"), "phone kind")
     statuses = {s["name"]: s for s in doc["delivery_statuses"]}
