@@ -80,19 +80,18 @@ def test_a_sale_is_priced_at_its_products_version_on_the_sale_date(con):
                        "WHERE discount_amount = 0 GROUP BY product_id)") > 1
 
 
-def test_a_sales_seller_held_a_selling_job_and_its_channel_sets_the_terms(con):
+def test_a_sales_seller_held_a_selling_job_and_its_job_sets_the_commission(con):
     assert scalar(con, f"""
         SELECT count(*) FROM fact_sales s JOIN dim_employees_history v ON v.employee_id = s.employee_id
         AND s.date BETWEEN v.valid_from AND coalesce(v.valid_to, {FAR}) JOIN dim_jobs j USING (job_id)
         WHERE j.can_sell""") == scalar(con, "SELECT count(*) FROM fact_sales")
-    types = {t["name"]: t for t in reference.retail()["retailer_types"]}
+    rates = reference.retail()["commission_by_job"]
     got = con.execute(f"""
-        SELECT v.retailer_type, min(s.commission_rate), max(s.commission_rate) FROM fact_sales s
-        JOIN dim_retailers_history v ON v.retailer_id = s.retailer_id
-        AND s.date BETWEEN v.valid_from AND coalesce(v.valid_to, {FAR}) GROUP BY 1""").fetchall()
-    for name, lo, hi in got:
-        t = types[name]
-        assert float(t["commission_rate_min"]) - 1e-4 <= float(lo) and float(hi) <= float(t["commission_rate_max"]) + 1e-4
+        SELECT j.job_title, min(s.commission_rate), max(s.commission_rate) FROM fact_sales s
+        JOIN dim_employees_history v ON v.employee_id = s.employee_id
+        AND s.date BETWEEN v.valid_from AND coalesce(v.valid_to, {FAR}) JOIN dim_jobs j USING (job_id)
+        GROUP BY 1""").fetchall()
+    assert got and all(float(lo) == float(hi) == rates[title] for title, lo, hi in got)
 
 
 def test_payroll_uses_the_job_and_salary_valid_that_month(con):

@@ -178,8 +178,8 @@ def test_head_office_staff_stay_at_the_head_office():
 
 def test_every_region_holds_stock():
     ctx = Context(seed=7, scale=0.05, start=dt.date(2024, 1, 1), end=dt.date(2024, 1, 31))
-    lookups = Lookups({n: GENERATORS[n].generate_all(ctx) for n in ("dim_products", "dim_locations")})
     inventory = GENERATORS["fact_inventory"]
+    lookups = Lookups({n: GENERATORS[n].generate_all(ctx) for n in inventory.needs})  # the sales' dimensions too
     stock = inventory.generate(ctx, inventory.units(ctx, lookups), lookups)
     region = dict(zip(*(lookups["dim_locations"].col(c).tolist() for c in ("location_id", "region"))))
     held = collections.Counter()

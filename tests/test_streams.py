@@ -102,12 +102,14 @@ def test_extra_dimension_columns_change_no_fact():
 
 @pytest.mark.parametrize("name, draw, changed", [
     ("dim_products", "launch_cost", {"launch_cost", "cost"}),
-    ("dim_products", "pack_size", {"pack_size", "product_name"}),
+    # the price follows the pack size (domain.pack_list_price)
+    ("dim_products", "pack_size", {"pack_size", "pack_quantity", "product_name", "launch_price", "launch_cost",
+                                   "unit_price", "cost"}),
     ("dim_products", "created_at", {"created_at", "updated_at"}),
     ("dim_retailers", "credit_limit", {"credit_limit"}),
     ("dim_employees", "phone", {"phone"}),
     ("dim_campaigns", "target_audience", {"target_audience"}),
-    ("fact_sales", "commission_rate", {"commission_rate"}),
+    ("fact_sales", "discount_amount", {"discount_amount", "total_amount"}),
     ("fact_sales", "delivery_status", {"delivery_status", "delivery_date"}),
     ("fact_sales", "quantity", {"quantity", "total_amount", "discount_amount"}),
     ("fact_inventory", "stock_lost", {"stock_lost", "stock_received"}),
