@@ -24,6 +24,19 @@ INSTALL_REQUIRES = [
     "rich==15.0.0",  # the progress display of local runs on a terminal
 ]
 
+# The charts of profile.html (fmcg_beam.profile), which every local run writes: matplotlib and its own
+# dependencies, pinned so the same warehouse gives the same page. An extra, not a requirement: Dataflow workers and
+# the Flex template image draw nothing. scripts/bootstrap.sh installs it with the project for run_local.sh and
+# run_tests.sh; a plain `pip install fmcg-beam` gets a page of notes saying how to add it.
+PROFILE_REQUIRES = [
+    "matplotlib==3.11.2",
+    "contourpy==1.3.3",
+    "cycler==0.12.1",
+    "fonttools==4.68.0",
+    "kiwisolver==1.5.1",
+    "pillow==12.3.0",
+]
+
 TEST_REQUIRES = [
     # A real BigQuery wire-protocol server for the sink's tests, and the DuckDB extensions it would
     # otherwise download (installed offline by fmcg_beam.emulator).
@@ -46,9 +59,10 @@ setup(
     python_requires=">=3.10",
     packages=["fmcg_beam", "fmcg_beam.bigquery", "fmcg_beam.generators", "fmcg_beam.data", "fmcg_beam.schemas"],
     package_dir={"fmcg_beam.schemas": "schemas"},
-    package_data={"fmcg_beam.data": ["*.csv", "*.json"], "fmcg_beam.schemas": ["*.json"]},
+    package_data={"fmcg_beam.data": ["*.csv", "*.json", "known_answers/*.sql", "known_answers/*.json"],
+                  "fmcg_beam.schemas": ["*.json"]},
     include_package_data=False,
     install_requires=INSTALL_REQUIRES,
-    extras_require={"test": TEST_REQUIRES},
+    extras_require={"profile": PROFILE_REQUIRES, "test": TEST_REQUIRES + PROFILE_REQUIRES},
     entry_points={"console_scripts": ["fmcg-beam=fmcg_beam.cli:main"]},
 )

@@ -102,6 +102,9 @@ def _main(argv: list[str], wait: bool) -> int:
     if argv[:1] == ["replay"]:  # python -m fmcg_beam replay: a warehouse from a change feed
         from fmcg_beam import changes
         return changes.main(argv[1:])
+    if argv[:1] == ["profile"]:  # python -m fmcg_beam profile: rebuild a warehouse's page of charts
+        from fmcg_beam import profile
+        return profile.main(argv[1:])
     if "-h" in argv or "--help" in argv:
         help_parser().print_help()
         return 0

@@ -5,6 +5,8 @@ Layout of ``--output_dir``::
     fmcg.duckdb   -> .fmcg-beam/current/fmcg.duckdb     (links: the paths users open)
     parquet       -> .fmcg-beam/current/parquet
     manifest.json -> .fmcg-beam/current/manifest.json
+    ground_truth.json -> .fmcg-beam/current/ground_truth.json   (what the generator planted: fmcg_beam.truth)
+    profile.html  -> .fmcg-beam/current/profile.html     (charts of the data: fmcg_beam.profile)
     .fmcg-beam/
         FORMAT                 marks the folder as fmcg-beam's
         lock                   held (flock) by the run writing the directory; holds its pid
@@ -55,7 +57,11 @@ MANIFEST = "manifest.json"
 DUCKDB_FILE = "fmcg.duckdb"
 PARQUET_DIR = "parquet"
 CHANGES_DIR = "changes"  # the change feed (fmcg_beam.changes)
-OWNED = (DUCKDB_FILE, PARQUET_DIR, CHANGES_DIR, MANIFEST)  # the top-level entries a warehouse may have
+GROUND_TRUTH = "ground_truth.json"  # the planted effects (fmcg_beam.truth)
+PROFILE = "profile.html"  # the page of charts (fmcg_beam.profile)
+# The top-level entries a warehouse may have.
+OWNED = (DUCKDB_FILE, PARQUET_DIR, CHANGES_DIR, MANIFEST, GROUND_TRUTH, PROFILE)
+_REPLACING = re.compile(r"^\..+\.tmp-[0-9a-f]{8}$")  # a file of the current generation being replaced
 CURRENT = "current"
 _GEN = re.compile(r"^gen-[0-9a-f]{12}$")
 _STAGING = re.compile(r"^staging-[0-9a-f]{12}$")
@@ -271,6 +277,9 @@ class OutputDir:
                 current = complete[-1]
                 log.warning("recovered the warehouse of an interrupted run in %s", self.target)
         if current is not None:
+            for p in current.iterdir():
+                if _REPLACING.match(p.name):  # a killed rebuild's unfinished file (replace_current)
+                    p.unlink()
             self._link(current)
         stale = [p for p in self.control.iterdir()
                  if (_STAGING.match(p.name) or _GEN.match(p.name)) and p != current]
@@ -357,6 +366,20 @@ class OutputDir:
                 self._ensure_link(name)
             elif _our_link(self.target, name):
                 (self.target / name).unlink()
+
+    def replace_current(self, new: Path, name: str) -> None:
+        """Put the finished file ``new`` (in the current generation, named ``.<name>.tmp-<8 hex>``) in place of
+        the current generation's ``name`` with one rename, and link it: a reader sees the old file or the new.
+
+        Only for a file derived from the warehouse (``profile.html``): the tables and the manifest are never
+        changed in place.
+        """
+        current = self.current()
+        if current is None or Path(new).parent != current or not _REPLACING.match(Path(new).name):
+            raise RuntimeError(f"{new} is not a file being written into the current generation of {self.target}")
+        os.replace(new, current / name)
+        _fsync_dir(current)
+        self._ensure_link(name)
 
     # leaving
 

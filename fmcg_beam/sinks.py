@@ -170,6 +170,9 @@ class LocalSink(Sink):
         return warehouse.WriteParquet(tables, self.stage, feed=self.fact_feed)
 
     def finish(self, plan, counters) -> Written:
+        from fmcg_beam import profile
+
+        profile.preload()  # matplotlib loads while the tables are merged or built
         tables = list(plan.tables)
         if plan.increment is not None:
             stats = self._timed("merge", self._finish_increment, plan)
@@ -191,8 +194,30 @@ class LocalSink(Sink):
         else:
             self.feed = self._timed("feed", self._write_feed, plan, counters)
         self.quality = self._timed("quality", self._check_quality, plan)
+        self._timed("profile", self._write_picture, plan, stats)
         self._timed("commit", self._commit, plan, stats)
         return stats
+
+    def _write_picture(self, plan, stats: Written) -> None:
+        """``ground_truth.json`` and ``profile.html`` of the new generation (an increment's: of the whole
+        warehouse, which its plan's context spans). The ground truth is part of the warehouse: its failure fails
+        the run. The page is a view of it: a chart that fails is a note on the page and a warning, and a page that
+        cannot be drawn at all is left out with a warning (``python -m fmcg_beam profile`` rebuilds it); only a
+        full disk fails the run there."""
+        from fmcg_beam import profile, truth
+        from fmcg_beam.faults import is_disk_full
+
+        truth.write(plan, self.stage / outdir.GROUND_TRUTH)
+        try:
+            profile.write(self.stage, manifest=self._manifest(plan, stats))  # the one commit writes
+        except Exception as exc:
+            if is_disk_full(exc):
+                raise
+            for f in self.stage.glob(outdir.PROFILE):
+                f.unlink()
+            log.warning("%s was not written (%s); rebuild it with: python -m fmcg_beam profile --output_dir %s",
+                        outdir.PROFILE, str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
+                        self.where)
 
     def _commit(self, plan, stats: Written) -> None:
         outdir.write_manifest(self.stage, self._manifest(plan, stats))

@@ -11,8 +11,8 @@ fi
 stamp="$VENV/.fmcg-installed${extras:+-$extras}"
 if [ ! -f "$stamp" ] || [ setup.py -nt "$stamp" ]; then
   echo "fmcg-beam: installing pinned dependencies into $VENV" >&2
-  spec="."
-  [ -n "$extras" ] && spec=".[$extras]"
+  # Every install here has the "profile" extra: local runs draw profile.html with it (matplotlib).
+  spec=".[profile${extras:+,$extras}]"
   "$VENV/bin/python" -m pip install --quiet -e "$spec"
   touch "$stamp"
 fi
