@@ -18,6 +18,18 @@ of sales lines) reads the parent's dimensions and re-derives the parent's rows
 of each unit on the worker: a fact is never a side input. Custom tables from
 plugins (``fmcg_beam.tables``) are wired exactly like built-in ones.
 
+A table generated from totals of a fact (``TotalsReader``: inventory reads the
+units sold per product, location and month) is one level above that fact. The
+workers that generate the fact's shards also compute each shard's partial
+totals (compact numpy arrays, one per key, never a row each); ``MergeTotalsFn``
+sums them per key with a combiner, which Beam lifts before the shuffle, and the
+merged totals reach the reading table's shards as a side input
+(``GenerateFromTotals``). So no fact row crosses a shuffle, and the local
+runner never holds fact rows in memory. The
+fact's days that the run does not write but a reader needs (the plan's
+``unwritten`` shards: the rest of a month, the month after the period, or the
+whole fact when it is not asked for) are generated for their totals only.
+
 Elements between generation and the sink are ``(table, shard_id,
 pyarrow.RecordBatch)``; the local sink writes each batch to Parquet inside the
 same fused stage, so fact rows never cross a process boundary. A sink that
@@ -27,18 +39,25 @@ writes table by table (BigQuery) routes the elements with ``PerTable``.
 from __future__ import annotations
 
 import time
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
 import apache_beam as beam
+import numpy as np
 import pyarrow as pa
 from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from fmcg_beam import quality, schema
-from fmcg_beam.generators import GENERATORS, Context, Lookups, Shard
-from fmcg_beam.plan import Plan
+from fmcg_beam.generators import GENERATORS, Context, Lookups, Shard, compact_totals, merge_totals
+from fmcg_beam.plan import Plan, source_of
 
 ShardBatch = tuple[str, str, pa.RecordBatch]
+ROWS = "rows"  # GenerateTables' main output when it also emits totals
+
+
+def totals_tag(reader: str) -> str:
+    """The output of ``GenerateShardFn`` with the partial totals ``reader`` reads: ``(key, array)`` elements."""
+    return f"totals:{reader}"
 
 
 def step(table: str, name: str) -> str:
@@ -59,33 +78,88 @@ class TableCounters:
         return self._made[table]
 
 
+# glibc serves a block of at least its mmap threshold with its own mapping, returned to the system when freed, but
+# raises that threshold (up to 32 MiB) each time such a block is freed; from then on large numpy and Arrow buffers
+# come from the heap and stay with the process once freed. A pipeline stage's transient buffers (a shard's columns,
+# its Parquet pages, a side input being decoded) then stay until the process ends, and each stage adds its own: at
+# scale 20 the peak of the process tree grew from 1.47 to 2.19 GiB. A fixed threshold (mallopt, which also stops
+# the adjustment) keeps them mapped, at the cost of a page fault per page of each such buffer.
+MMAP_THRESHOLD = 256 * 1024
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
+
+
+def bound_heap() -> None:
+    """Fixes glibc's mmap threshold at ``MMAP_THRESHOLD`` in this process (once; nothing elsewhere)."""
+    global _HEAP_BOUND
+    if _HEAP_BOUND:
+        return
+    _HEAP_BOUND = True
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+    except (OSError, AttributeError):  # not glibc: its allocator has its own policy
+        pass
+
+
+_HEAP_BOUND = False
+
+
 class GenerateShardFn(beam.DoFn):
     """Generates one shard of any of ``tables`` as a ``RecordBatch``.
+
+    ``readers`` maps a fact to the ``TotalsReader`` tables that read its totals: each shard of that fact, written
+    or not (``Shard.written``), also yields its partial totals for each reader, on the output
+    ``totals_tag(reader)``. An unwritten shard yields nothing else.
 
     ``progress``, a file path on this machine, gets a line per finished shard (``fmcg_beam.progress``);
     only local runs pass one.
     """
 
-    def __init__(self, tables: Sequence[str], ctx: Context, progress: str | None = None):
+    def __init__(self, tables: Sequence[str], ctx: Context, progress: str | None = None,
+                 readers: Mapping[str, Sequence[str]] | None = None):
         self.tables = tuple(tables)
         self.ctx = ctx
         self.progress = progress
+        self.readers = {source: tuple(names) for source, names in (readers or {}).items()}
         self._lookups: Lookups | None = None
         self._metrics = TableCounters("rows", "generate_msecs")
+        self._totals_metrics = TableCounters("totals_msecs")
 
     def setup(self) -> None:
+        bound_heap()
         self._lookups = None
+
+    def lookups(self, dimensions: Iterable[ShardBatch]) -> Lookups:
+        if self._lookups is None:
+            # The side input is the same for the whole run: build the lookups once per DoFn instance.
+            readers = [r for names in self.readers.values() for r in names]
+            wanted = {d for t in (*self.tables, *readers) for d in GENERATORS[t].needs}
+            self._lookups = Lookups.from_batches([(t, b) for t, _, b in dimensions if t in wanted])
+        return self._lookups
 
     def process(self, shard: Shard, dimensions: Iterable[ShardBatch] = ()) -> Iterator[ShardBatch]:
         gen = GENERATORS[shard.table]
-        if gen.needs and self._lookups is None:
-            # The side input is the same for the whole run: build the lookups once per DoFn instance.
-            wanted = {d for t in self.tables for d in GENERATORS[t].needs}
-            self._lookups = Lookups.from_batches([(t, b) for t, _, b in dimensions if t in wanted])
+        readers = self.readers.get(shard.table, ())
+        lookups = self.lookups(dimensions) if gen.needs or readers else None
         started = time.perf_counter()
-        batch = gen.generate(self.ctx, shard.units, self._lookups if gen.needs else None)
+        batch = gen.generate(self.ctx, shard.units, lookups if gen.needs else None)
+        generated = time.perf_counter()
+        if readers:
+            for reader in readers:
+                for key, total in GENERATORS[reader].partial_totals(self.ctx, batch, lookups):
+                    yield beam.pvalue.TaggedOutput(totals_tag(reader), (key, total))
+            # An unwritten shard's generation counts as the totals' time too: it was generated for them alone.
+            since = generated if shard.written else started
+            self._totals_metrics(shard.table)[0].inc(int((time.perf_counter() - since) * 1000))
+        if shard.written:
+            yield from self.emit(shard, batch, generated - started)
+
+    def emit(self, shard: Shard, batch: pa.RecordBatch, seconds: float) -> Iterator[ShardBatch]:
+        """The generated shard, counted (rows, ``seconds`` of generation, the quality gate's per-row checks) and
+        reported."""
         rows, msecs = self._metrics(shard.table)
-        msecs.inc(int((time.perf_counter() - started) * 1000))
+        msecs.inc(int(seconds * 1000))
         rows.inc(batch.num_rows)
         # The quality gate's per-row checks (NULLs, ranges) as counters on the generating side too: a
         # Dataflow job shows them while it runs; the gate's SQL over the destination decides.
@@ -102,27 +176,115 @@ class GenerateShardFn(beam.DoFn):
 class GenerateTables(beam.PTransform):
     """The rows of the tables of ``shards``, as ``(table, shard_id, RecordBatch)`` elements.
 
-    ``spread`` reshuffles the shards over the workers; a single in-process worker does without.
+    ``spread`` reshuffles the shards over the workers; a single in-process worker does without. With
+    ``readers`` (a fact -> the ``TotalsReader`` tables that read it), the result is a ``DoOutputsTuple``: the rows
+    as its ``ROWS`` output, and each reader's partial totals as ``totals_tag(reader)``.
     """
 
     def __init__(self, shards: Sequence[Shard], ctx: Context, dimensions: beam.PCollection | None = None,
-                 spread: bool = True, progress: str | None = None):
+                 spread: bool = True, progress: str | None = None,
+                 readers: Mapping[str, Sequence[str]] | None = None):
         super().__init__()
         if not shards:
             raise ValueError("no shards to generate")
         self.shards = list(shards)
-        self.tables = tuple(dict.fromkeys(s.table for s in self.shards))
+        self.tables = tuple(dict.fromkeys(s.table for s in self.shards if s.written))
         self.ctx = ctx
+        self.dimensions = dimensions
+        self.spread = spread
+        self.progress = progress
+        self.readers = {source: tuple(names) for source, names in (readers or {}).items() if names}
+        fed = {s.table for s in self.shards if not s.written}
+        if fed - set(self.readers):
+            raise ValueError(f"unwritten shards of {sorted(fed - set(self.readers))}: no table reads their totals")
+
+    def expand(self, pbegin: beam.pvalue.PBegin):
+        shards = pbegin | "Shards" >> beam.Create(self.shards, reshuffle=False)
+        if self.spread:
+            shards = shards | "Spread" >> beam.Reshuffle()
+        side = () if self.dimensions is None else (beam.pvalue.AsList(self.dimensions),)
+        generate = beam.ParDo(GenerateShardFn(self.tables, self.ctx, self.progress, self.readers), *side)
+        if not self.readers:
+            return shards | "Generate" >> generate
+        tags = [totals_tag(r) for names in self.readers.values() for r in names]
+        return shards | "Generate" >> generate.with_outputs(*tags, main=ROWS)
+
+
+class MergeTotalsFn(beam.CombineFn):
+    """Sums partial totals (numpy arrays of one shape) element-wise, in int64; what crosses a shuffle is int32
+    where the values fit (``compact_totals``)."""
+
+    def create_accumulator(self):
+        return None
+
+    def add_input(self, accumulator, total):
+        if accumulator is None:
+            return np.array(total, dtype=np.int64, copy=True)
+        accumulator += total
+        return accumulator
+
+    def merge_accumulators(self, accumulators):
+        return merge_totals(accumulators)
+
+    def compact(self, accumulator):
+        return None if accumulator is None else compact_totals(accumulator)
+
+    def extract_output(self, accumulator):
+        return None if accumulator is None else compact_totals(accumulator)
+
+
+class GenerateFromTotalsFn(GenerateShardFn):
+    """Generates one shard of a ``TotalsReader`` table from ``totals``, its source's merged totals by key (a side
+    input); a key with no total had no source rows."""
+
+    def process(self, shard: Shard, totals: Mapping[object, np.ndarray],
+                dimensions: Iterable[ShardBatch] = ()) -> Iterator[ShardBatch]:
+        gen = GENERATORS[shard.table]
+        lookups = self.lookups(dimensions) if gen.needs else None
+        started = time.perf_counter()
+        keys = {k for u in shard.units if u.rows for k in gen.totals_keys(self.ctx, u)}
+        batch = gen.generate(self.ctx, shard.units, lookups, totals={k: totals[k] for k in keys if k in totals})
+        yield from self.emit(shard, batch, time.perf_counter() - started)
+
+
+class GenerateFromTotals(beam.PTransform):
+    """The rows of a ``TotalsReader`` table's ``shards`` from ``partial``, its source's partial totals.
+
+    The partial totals are summed per key (``MergeTotalsFn``: Beam lifts the combine before its shuffle, so what
+    crosses it is one array per key and bundle, never a source row), and the merged totals reach the shards as a
+    side input: one array per key, at most one number per row of the table (4 bytes each). Shipping each shard
+    only its keys' totals instead (a join) moved every total through two more shuffles, which cost the local
+    runner more memory than the side input does. ``spread`` reshuffles the shards over the workers.
+    """
+
+    def __init__(self, shards: Sequence[Shard], ctx: Context, partial: beam.PCollection | None,
+                 dimensions: beam.PCollection | None = None, spread: bool = True, progress: str | None = None):
+        super().__init__()
+        if not shards:
+            raise ValueError("no shards to generate")
+        self.shards = list(shards)
+        tables = {s.table for s in self.shards}
+        if len(tables) != 1:
+            raise ValueError(f"GenerateFromTotals generates one table's shards, not {sorted(tables)}")
+        (self.table,) = tables
+        self.ctx = ctx
+        self.partial = partial
         self.dimensions = dimensions
         self.spread = spread
         self.progress = progress
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
+        if self.partial is None:
+            merged = pbegin | "NoTotals" >> beam.Create([])
+        else:
+            merged = self.partial | "Combine" >> beam.CombinePerKey(MergeTotalsFn())
         shards = pbegin | "Shards" >> beam.Create(self.shards, reshuffle=False)
         if self.spread:
             shards = shards | "Spread" >> beam.Reshuffle()
-        side = () if self.dimensions is None else (beam.pvalue.AsList(self.dimensions),)
-        return shards | "Generate" >> beam.ParDo(GenerateShardFn(self.tables, self.ctx, self.progress), *side)
+        side = [beam.pvalue.AsDict(merged)]
+        if self.dimensions is not None:
+            side.append(beam.pvalue.AsList(self.dimensions))
+        return shards | "Generate" >> beam.ParDo(GenerateFromTotalsFn([self.table], self.ctx, self.progress), *side)
 
 
 class _RouteFn(beam.DoFn):
@@ -143,11 +305,28 @@ class PerTable(beam.PTransform):
         return {t: routed[t] | step(t, "Write") >> self.write_one(t) for t in self.tables}
 
 
-def levels(plan: Plan) -> list[list[str]]:
-    """The plan's tables that have shards, by level: one more than the deepest table the generator reads."""
+def depths(plan: Plan) -> dict[str, int]:
+    """Each table's level, of the plan's tables and of the facts only generated for totals (``unwritten``): one
+    more than the deepest table the generator reads (its dimensions, and the fact whose totals it reads)."""
+    known = set(plan.tables) | set(plan.unwritten)
     depth: dict[str, int] = {}
-    for table in plan.tables:  # dependency order: what a table reads comes before it
-        depth[table] = 1 + max((depth[d] for d in GENERATORS[table].needs if d in depth), default=-1)
+
+    def level(table: str) -> int:
+        if table not in depth:
+            reads = [d for d in GENERATORS[table].needs if d in known]
+            source = source_of(table)
+            depth[table] = 1 + max((level(d) for d in [*reads, *([source] if source in known else [])]),
+                                   default=-1)
+        return depth[table]
+
+    for table in known:
+        level(table)
+    return depth
+
+
+def levels(plan: Plan) -> list[list[str]]:
+    """The plan's tables that have shards, by level (``depths``)."""
+    depth = depths(plan)
     out: list[list[str]] = [[] for _ in range(max(depth.values(), default=-1) + 1)]
     for table in plan.tables:
         if plan.shards[table]:
@@ -176,22 +355,51 @@ def build(plan: Plan, options: PipelineOptions, write: WriteFactory, runner=None
     ``finish(pipeline, written)``, if given, adds the job's last step; ``written`` holds what each level's
     write returned, by table where it returns a dict (``PerTable``).
     """
+    bound_heap()  # the local runner's own process holds what crosses its shuffles
     p = beam.Pipeline(runner=runner, options=options)
-    generated: list[beam.PCollection] = []
+    depth = depths(plan)
+    # The TotalsReader tables the run writes, by the fact they read, and each one's partial totals once wired.
+    readers: dict[str, list[str]] = {}
+    for t in plan.tables:
+        if source_of(t) is not None and plan.shards[t]:
+            readers.setdefault(source_of(t), []).append(t)
+    totals: dict[str, beam.PCollection] = {}
+    generated: list[tuple[set[str], beam.PCollection]] = []
     written: dict = {}
     used: set[str] = set()
-    for tables in levels(plan):
-        name = level_name(tables, used)
-        needed = {d for t in tables for d in GENERATORS[t].needs}
+    for level in range(max(depth.values(), default=-1) + 1):
+        tables = [t for t in plan.tables if depth[t] == level and plan.shards[t]]
+        totalled = [s for s in plan.unwritten if depth[s] == level]  # facts generated for their totals only
+        if not tables and not totalled:
+            continue
+        name = level_name(tables or totalled, used)
+        fed = {f: readers[f] for f in dict.fromkeys([*tables, *totalled]) if f in readers}
+        needed = {d for t in [*tables, *totalled, *(r for names in fed.values() for r in names)]
+                  for d in GENERATORS[t].needs}
         dims = None
         if needed:
-            dims = generated[0] if len(generated) == 1 else generated | f"{name}/Inputs" >> beam.Flatten()
+            inputs = [out for made, out in generated if made & needed]
+            dims = inputs[0] if len(inputs) == 1 else inputs | f"{name}/Inputs" >> beam.Flatten()
             dims = dims | f"{name}/Dimensions" >> beam.Filter(lambda e, keep=frozenset(needed): e[0] in keep)
-        shards = [s for t in tables for s in plan.shards[t]]
-        out = p | f"{name}/Generate" >> GenerateTables(shards, plan.context, dims, spread, progress)
-        result = out | f"{name}/Write" >> write(list(tables))
-        written.update(result if isinstance(result, dict) else {name: result})
-        generated.append(out)
+        outs = []
+        shards = [s for t in tables if source_of(t) is None for s in plan.shards[t]]
+        shards += [s for f in totalled for s in plan.unwritten[f]]
+        if shards:
+            out = p | f"{name}/Generate" >> GenerateTables(shards, plan.context, dims, spread, progress, fed)
+            if fed:
+                totals.update({r: out[totals_tag(r)] for names in fed.values() for r in names})
+                out = out[ROWS]
+            outs.append(out)
+        for t in tables:
+            if source_of(t) is not None:
+                label = f"{name}/Generate" if not shards else f"{name}/{step(t, 'Generate')}"
+                outs.append(p | label >> GenerateFromTotals(plan.shards[t], plan.context, totals.get(t), dims,
+                                                           spread, progress))
+        out = outs[0] if len(outs) == 1 else outs | f"{name}/Rows" >> beam.Flatten()
+        if tables:
+            result = out | f"{name}/Write" >> write(list(tables))
+            written.update(result if isinstance(result, dict) else {name: result})
+        generated.append((set(tables), out))
     if finish is not None:
         finish(p, written)
     return p

@@ -491,12 +491,14 @@ def test_pipeline_translates_to_runner_api_offline(no_network, tmp_path):
     names = {t.unique_name for t in proto.components.transforms.values()}
     tables = [t for t in plan.tables if plan.shards[t]]  # a table with no rows in the period gets no steps
     assert len(tables) > 10
-    # The tables are folded into one generate and one write step per level, however many tables there are.
-    assert {"Dimensions/Generate", "Dimensions/Write", "Facts/Generate", "Facts/Write"} <= names
+    # The tables are folded into one generate and one write step per level, however many tables there are:
+    # dimensions, facts, and the facts generated from totals of facts (inventory, from the units sold).
+    assert {"Dimensions/Generate", "Dimensions/Write", "Facts/Generate", "Facts/Write", "Facts2/Generate",
+            "Facts2/Write"} <= names
     fns = _pickled_dofns(proto)
     generate = [f for f in fns.values() if isinstance(f, pipeline.GenerateShardFn)]
     write = [f for f in fns.values() if isinstance(f, warehouse.WriteParquetShardFn)]
-    assert len(generate) == len(write) == 2
+    assert len(generate) == len(write) == 3
     assert sorted(t for f in generate for t in f.tables) == sorted(tables)
     assert all(f.ctx == plan.context and f.progress is None for f in generate)
 

@@ -81,11 +81,13 @@ def test_built_pipeline_writes_every_table_through_the_sink():
 
 
 def test_levels_fold_tables_into_few_stages():
-    """However many tables a run has, it has one generate step per level: dimensions, then facts."""
+    """However many tables a run has, it has one generate step per level: dimensions, then facts, then the facts
+    generated from totals of facts (inventory, from the units sold)."""
     plan = planning.plan(resolve(["--scale", "0.01", "--end_date", "2023-01-31"], environ={}))
     levels = pipeline.levels(plan)
-    assert len(levels) == 2
+    assert len(levels) == 3
     assert all(not t.startswith("fact_") for t in levels[0]) and all(t.startswith("fact_") for t in levels[1])
+    assert levels[2] == ["fact_inventory"] and "fact_sales" in levels[1]
     assert sorted(t for level in levels for t in level) == sorted(t for t in plan.tables if plan.shards[t])
 
 

@@ -25,8 +25,11 @@ from fmcg_beam.generators.base import (  # noqa: F401 - re-exported
     Shard,
     TableGenerator,
     TableView,
+    TotalsReader,
     Unit,
+    compact_totals,
     group_shards,
+    merge_totals,
 )
 from fmcg_beam.generators.campaigns import CampaignsGenerator
 from fmcg_beam.generators.employees import EmployeesGenerator

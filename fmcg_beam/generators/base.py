@@ -23,34 +23,44 @@ generator's prepared arrays, built once per lookups and context.
 ``ChildOfFact`` is a table generated per unit of a parent fact: for each of the
 parent's units it re-derives the parent's rows (the parent generator's own
 ``generate_unit``, with the parent's dimension side inputs) and turns them
-into its own rows, so a large fact never becomes a side input. Plugins
+into its own rows, so a large fact never becomes a side input. ``TotalsReader``
+is a table generated from per-key totals of a fact's rows (inventory from the
+units sold): the pipeline sums them with a combiner where the fact is
+generated, so no fact row crosses a shuffle either. Plugins
 (``fmcg_beam.tables``) build on these same classes.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
-from typing import Callable, ClassVar, Mapping, Optional, Sequence, TypeVar
+from typing import Callable, ClassVar, Iterable, Iterator, Mapping, Optional, Sequence, TypeVar
 
 import numpy as np
 import pyarrow as pa
 
-from fmcg_beam import columns, history, schema
+from fmcg_beam import columns, history, schema, timeline
 from fmcg_beam.columns import NULL
 from fmcg_beam.domain import Context, Unit  # noqa: F401 - re-exported to the pipeline and the plan
 from fmcg_beam.domain import DIM_BLOCK, FACT_BLOCK, check_planned, daily_units
 from fmcg_beam.randomness import Streams
 
 T = TypeVar("T")
+# Rows of the source generated at once when a ``TotalsReader`` derives its totals in-process.
+IN_PROCESS_ROWS = 100_000
 
 
 @dataclass(frozen=True)
 class Shard:
-    """A run of whole units of one table: the work item the pipeline spreads over workers."""
+    """A run of whole units of one table: the work item the pipeline spreads over workers.
+
+    An unwritten shard (``written=False``) is generated only for the totals another table reads from it
+    (``TotalsReader``): days of a fact outside the run's own, or of a fact the run does not write.
+    """
 
     table: str
     units: tuple[Unit, ...]
+    written: bool = True
 
     @property
     def shard_id(self) -> str:
@@ -414,3 +424,148 @@ class ChildOfFact(TableGenerator):
         """Work items weighed by the parent rows they re-derive, the bulk of a child's work."""
         return group_shards(self.name, units, rows_per_shard,
                             work=lambda u: max(u.rows, getattr(u, "parent_rows", 0)))
+
+
+class TotalsReader(TableGenerator):
+    """A table generated per unit from *totals* of a fact's rows (inventory: units sold per product, location
+    and month), so that no fact row is ever a side input or crosses a shuffle.
+
+    A total is a numpy array per key (``totals_keys``), the element-wise sum of the partial totals
+    (``partial_totals``) of every row of the source fact (``source``) on the key's days (``totals_days``).
+    Subclasses set ``name``, ``source`` and optionally ``needs`` (what they read themselves; the source's own
+    ``needs`` are added, since the source's rows are generated with them), and implement ``totals_keys``,
+    ``totals_days``, ``partial_totals``, ``zero_totals`` and ``generate_from``.
+
+    In the pipeline, the workers that generate the source's shards also compute their partial totals, a
+    ``CombineFn`` merges them per key, and each of this table's shards is generated from the totals of its
+    units' keys (``fmcg_beam.pipeline.GenerateFromTotals``). The plan adds unwritten shards of the source
+    (``Shard.written``) for days the run does not write but a unit reads. Outside the pipeline ``generate``
+    and ``generate_unit`` derive the totals in-process (``totals``) from the same source generator, so both
+    paths give the same rows.
+    """
+
+    source: ClassVar[str]
+    own_needs: ClassVar[tuple[str, ...]] = ()
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        declared = cls.__dict__.get("needs")
+        if declared is not None and not isinstance(declared, property):
+            cls.own_needs = tuple(declared)  # the ``needs`` property adds the source's
+            delattr(cls, "needs")
+
+    @cached_property
+    def source_generator(self) -> TableGenerator:
+        from fmcg_beam.generators import GENERATORS  # the registry, plugins included
+
+        return GENERATORS[self.source]
+
+    @property
+    def needs(self) -> tuple[str, ...]:  # type: ignore[override]
+        return tuple(dict.fromkeys((*self.own_needs, *self.source_generator.needs)))
+
+    # ------------------------------------------------------------------ what a reader implements
+
+    def totals_keys(self, ctx: Context, unit: Unit) -> tuple:
+        """The keys whose totals ``unit`` reads."""
+        raise NotImplementedError
+
+    def totals_days(self, ctx: Context, key: object) -> tuple[int, int]:
+        """The first and last day (day numbers) of the source rows that the total of ``key`` sums."""
+        raise NotImplementedError
+
+    def partial_totals(self, ctx: Context, batch: pa.RecordBatch,
+                       lookups: Lookups | None) -> Iterator[tuple[object, np.ndarray]]:
+        """``(key, array)`` of some rows of the source: each key once, only keys the rows touch."""
+        raise NotImplementedError
+
+    def zero_totals(self, ctx: Context, key: object, lookups: Lookups | None) -> np.ndarray:
+        """The total of a key no source row touches."""
+        raise NotImplementedError
+
+    def generate_from(self, ctx: Context, unit: Unit, lookups: Lookups | None,
+                      totals: Mapping[object, np.ndarray]) -> dict[str, object]:
+        """The columns of one unit, given the totals of its keys (a key may be missing: no rows)."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ the generator contract
+
+    def source_days(self, ctx: Context, units: Sequence[Unit]) -> np.ndarray:
+        """Every day (day numbers, sorted) of the source rows that ``units`` read."""
+        spans = {self.totals_days(ctx, k) for u in units if u.rows for k in self.totals_keys(ctx, u)}
+        if not spans:
+            return np.zeros(0, dtype=np.int64)
+        return np.unique(np.concatenate([np.arange(a, b + 1, dtype=np.int64) for a, b in spans]))
+
+    def source_units(self, ctx: Context, days: np.ndarray, lookups: Lookups | None) -> list[Unit]:
+        """The source's units of ``days`` (any days of the company's calendar, in or out of the period)."""
+        units: list[Unit] = []
+        gen = self.source_generator
+        breaks = np.flatnonzero(np.diff(days) != 1) + 1
+        for run in np.split(days, breaks) if len(days) else []:
+            window = replace(ctx, facts=(timeline.from_day_number(int(run[0])),
+                                         timeline.from_day_number(int(run[-1]))))
+            units.extend(gen.units(window, lookups if gen.needs else None))
+        return units
+
+    def totals(self, ctx: Context, keys: Sequence[object], lookups: Lookups | None) -> dict[object, np.ndarray]:
+        """The totals of ``keys`` derived in-process: the source's rows of their days, generated and summed
+        (kept with ``lookups``, so each key's days are generated once)."""
+        cache: dict = lookups.derive((self.name, ctx, "totals"), dict) if lookups is not None else {}
+        missing = [k for k in dict.fromkeys(keys) if k not in cache]
+        if missing:
+            days = np.unique(np.concatenate([np.arange(a, b + 1, dtype=np.int64)
+                                             for a, b in {self.totals_days(ctx, k) for k in missing}]))
+            gen = self.source_generator
+            wanted = set(missing)
+            found: dict[object, np.ndarray] = {}
+            for shard in gen.shards(self.source_units(ctx, days, lookups), IN_PROCESS_ROWS):
+                batch = gen.generate(ctx, shard.units, lookups if gen.needs else None)
+                for key, part in self.partial_totals(ctx, batch, lookups):
+                    if key in wanted:
+                        found[key] = found[key] + part if key in found else part
+            for k in missing:
+                cache[k] = found[k] if k in found else self.zero_totals(ctx, k, lookups)
+        return {k: cache[k] for k in keys}
+
+    def generate_unit(self, ctx: Context, unit: Unit, lookups: Lookups | None,
+                      totals: Mapping[object, np.ndarray] | None = None) -> dict[str, object]:
+        if totals is None:
+            totals = self.totals(ctx, self.totals_keys(ctx, unit), lookups)
+        return self.generate_from(ctx, unit, lookups, totals)
+
+    def generate(self, ctx: Context, units: Sequence[Unit], lookups: Lookups | None = None,
+                 totals: Mapping[object, np.ndarray] | None = None) -> pa.RecordBatch:
+        """The rows of ``units``, from ``totals`` (the pipeline's merged totals) or, without, in-process ones."""
+        if totals is None:
+            keys = [k for u in units if u.rows for k in self.totals_keys(ctx, u)]
+            totals = self.totals(ctx, keys, lookups) if keys else {}
+        parts = []
+        for u in units:
+            if u.rows > 0:
+                part = self.generate_unit(ctx, u, lookups, totals)
+                check_planned(self.name, u, len(next(iter(part.values()))))
+                parts.append(part)
+        if not parts:
+            return columns.empty_batch(self.tdef)
+        return columns.to_batch(self.tdef, columns.concat(parts))
+
+
+def compact_totals(total: np.ndarray) -> np.ndarray:
+    """``total`` as int32 where its values fit, else as it is: half the bytes to ship or hold."""
+    if total.dtype != np.int32 and (total.size == 0 or (total.min() > -2**31 and total.max() < 2**31)):
+        return total.astype(np.int32)
+    return total
+
+
+def merge_totals(totals: Iterable[np.ndarray | None]) -> np.ndarray | None:
+    """The element-wise sum of partial totals (``None`` for none), in a fresh int64 array."""
+    out: np.ndarray | None = None
+    for t in totals:
+        if t is None:
+            continue
+        if out is None:
+            out = np.array(t, dtype=np.int64, copy=True)
+        else:
+            out += t
+    return out
