@@ -97,8 +97,10 @@ def test_campaign_sales_fall_in_the_campaign_and_its_brand(con):
     assert scalar(con, """
         SELECT count(*) FROM fact_sales s JOIN dim_campaigns c USING (campaign_id) JOIN dim_products p USING (product_id)
         WHERE s.date NOT BETWEEN c.start_date AND c.end_date OR p.brand_id <> c.brand_id""") == 0
+    # Only lines of a running campaign's brand bought by its target channels carry it: a few percent of lines
+    # (3.0% at scale 1 over 2023-2025; this small run's campaigns cover fewer days).
     share = scalar(con, "SELECT avg((campaign_id IS NOT NULL)::INT) FROM fact_sales")
-    assert 0.2 < share < 0.4
+    assert 0.005 < share < 0.15
 
 
 def test_amounts_reconcile_exactly(con):
