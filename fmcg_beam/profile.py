@@ -213,6 +213,20 @@ def _months(days: Sequence[dt.date]) -> list[dt.date]:
     return sorted(set(days))
 
 
+def _by_month(rows: Sequence[tuple]) -> tuple[list[dt.date], list[str], np.ndarray]:
+    """``(months, groups, amounts[group, month])`` of ``(month, group, amount)`` rows, the largest group first."""
+    months = _months([r[0] for r in rows])
+    totals: dict[str, float] = {}
+    for _, g, v in rows:
+        totals[g] = totals.get(g, 0.0) + v
+    groups = sorted(totals, key=lambda g: -totals[g])
+    at, row = {m: i for i, m in enumerate(months)}, {g: i for i, g in enumerate(groups)}
+    amounts = np.zeros((len(groups), len(months)))
+    for m, g, v in rows:
+        amounts[row[g], at[m]] = v
+    return months, groups, amounts
+
+
 def _days_in_month(d: dt.date) -> int:
     nxt = (d.replace(day=28) + dt.timedelta(days=4)).replace(day=1)
     return (nxt - d.replace(day=1)).days
@@ -230,12 +244,7 @@ def monthly_sales_by_channel(src: Source):
         FROM fact_sales s JOIN dim_retailers r USING (retailer_id) GROUP BY ALL ORDER BY 1, 2""")
     if not rows:
         return "fact_sales is empty"
-    months = _months([r[0] for r in rows])
-    channels = sorted({r[1] for r in rows}, key=lambda c: -sum(r[2] for r in rows if r[1] == c))
-    at = {m: i for i, m in enumerate(months)}
-    amounts = np.zeros((len(channels), len(months)))
-    for m, c, v in rows:
-        amounts[channels.index(c), at[m]] = v
+    months, channels, amounts = _by_month(rows)
     fig, ax = _figure()
     _stacked(ax, months, channels, amounts)
     ax.set_ylabel("Net sales (total_amount)")
@@ -577,12 +586,7 @@ def payroll_by_department(src: Source):
         FROM fact_employees f JOIN dim_departments d USING (department_id) GROUP BY ALL ORDER BY 1, 2""")
     if not rows:
         return "fact_employees is empty"
-    months = _months([r[0] for r in rows])
-    depts = sorted({r[1] for r in rows}, key=lambda d: -sum(r[2] for r in rows if r[1] == d))
-    at = {m: i for i, m in enumerate(months)}
-    amounts = np.zeros((len(depts), len(months)))
-    for m, d, v in rows:
-        amounts[depts.index(d), at[m]] = v
+    months, depts, amounts = _by_month(rows)
     fig, ax = _figure()
     _stacked(ax, [m.replace(day=1) for m in months], depts, amounts)
     ax.set_ylabel("Employer cost (total_compensation)")
