@@ -67,9 +67,30 @@ def test_stock_sold_is_the_sales_to_the_locations_retailers_that_month(con):
                                                      AND x.location_id = s.location_id AND x.date = s.date))
         FROM fact_inventory i LEFT JOIN s USING (product_id, location_id, date)""").fetchone()
     assert rows > 0 and wrong == 0
-    # What no row holds is what products sold in the month they were discontinued (no month-end row then).
-    assert sold + (uncovered or 0) == sales
-    assert (uncovered or 0) < 0.02 * sales
+    # Every unit sold has its row, the month a product is discontinued included (its last row closes at 0).
+    assert uncovered is None and sold == sales
+
+
+def test_a_discontinued_product_has_a_last_row_that_closes_at_zero_and_none_after():
+    """At seed 7, scale 0.2, a product is discontinued on 2024-08-08: August holds its last sales and its last
+    rows, which close at 0 with the rest written off; September has none of it."""
+    ctx = Context(7, 0.2, dt.date(2024, 7, 1), dt.date(2024, 9, 30))
+    inv, sales = GENERATORS["fact_inventory"], GENERATORS["fact_sales"]
+    lk = Lookups({n: GENERATORS[n].generate_all(ctx) for n in {*inv.needs, *sales.needs}})
+    products = lk["dim_products"]
+    (gone,) = products.col("product_id")[products.col("discontinued_date") == day_of("2024-08-08")]
+    rows = inv.generate(ctx, inv.units(ctx, lk), lk).to_pydict()
+    mine = [i for i, p in enumerate(rows["product_id"]) if p == gone]
+    assert sorted({rows["date"][i] for i in mine}) == [dt.date(2024, 7, 31), dt.date(2024, 8, 31)]
+    last = [i for i in mine if rows["date"][i] == dt.date(2024, 8, 31)]
+    assert all(rows["closing_stock"][i] == 0 for i in last)
+    sold = TableView(sales.generate(ctx, sales.units(ctx, lk), lk))
+    in_august = (sold.col("product_id") == gone) & (sold.col("date") >= day_of("2024-08-01"))
+    assert sum(rows["stock_sold"][i] for i in last) == int(sold.col("quantity")[in_august].sum()) > 0
+
+
+def day_of(iso: str) -> int:
+    return (dt.date.fromisoformat(iso) - dt.date(1970, 1, 1)).days
 
 
 def test_month_end_stock_covers_the_next_months_sales(con):
@@ -130,7 +151,7 @@ def test_the_plan_generates_the_days_it_does_not_write_only_for_the_totals():
     assert written == list(range(day(SUB[0]), day(SUB[1]) + 1))
     assert not any(s.written for s in plan.unwritten["fact_sales"])
     assert all(s.written for s in plan.shards["fact_sales"])
-    # The inventory's row plan is the products live at each month end times the locations, as before.
+    # The inventory's row plan is the products on sale in each month times the locations.
     assert plan.rows["fact_inventory"] == sum(u.rows for s in plan.shards["fact_inventory"] for u in s.units)
 
 

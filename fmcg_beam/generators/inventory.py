@@ -1,8 +1,8 @@
 """``fact_inventory``: month-end stock of every product at every location, rolled forward from the sales.
 
 One row per (month end, product, location) for each month end of the period,
-for the products launched on or before that month end and not discontinued on
-or before it. A unit is (month-end day, block of ``PRODUCT_BLOCK`` product
+for the products on sale on at least one day of that month (launched on or
+before the month end, not discontinued on or before its first day). A unit is (month-end day, block of ``PRODUCT_BLOCK`` product
 ids); the key is ``YYYYMMDD * 10**8 + product_id * 1000 + location_id``.
 
 ``stock_sold`` is exactly what ``fact_sales`` sold of the product that month to
@@ -24,7 +24,11 @@ fixed buffer per (product, location):
 
 so ``closing = opening + received - sold - lost`` holds by construction, and
 ``received >= 0`` because ``c <= 1``: ``opening(m) = floor(c(m - 1) * S(m)) +
-safety <= S(m) + safety <= S(m) + closing(m)``. Closing the period's last month
+safety <= S(m) + safety <= S(m) + closing(m)``. In the month a product is
+discontinued its row closes at 0: whatever the month's sales and write-off do
+not use up of the opening stock is written off too (``lost = max(lost,
+opening - sold)``, ``received = sold + lost - opening >= 0``), so every unit
+``fact_sales`` sold has its row. Closing the period's last month
 needs the next month's sales: the pipeline generates those days internally (as
 it does the days of a month that fall outside the run's own) and writes none of them.
 ``unit_cost`` is the product's cost in its version valid on the snapshot date
@@ -45,6 +49,7 @@ from fmcg_beam.domain import (
     Unit,
     block_rows,
     fact_keys,
+    happened_by,
     list_price_day,
     live_during,
     monthly_units,
@@ -111,9 +116,10 @@ class InventoryInputs:
         self.r_loc[r_id] = np.searchsorted(self.l_id, r.col("location_id"))
 
     def live_rows(self, block: int, day: int) -> np.ndarray:
-        """Row positions of the products of ``block`` live on ``day``."""
+        """Row positions of the products of ``block`` on sale on at least one day of the month ending ``day``."""
         rows = block_rows(self.p_id, block, PRODUCT_BLOCK)
-        return rows[live_during(self.p_launch[rows], self.p_end[rows], day)]
+        first = int(timeline.month_start(np.int64(day)))
+        return rows[live_during(self.p_launch[rows], self.p_end[rows], first, day)]
 
 
 class InventoryGenerator(TotalsReader):
@@ -202,11 +208,17 @@ class InventoryGenerator(TotalsReader):
         lossy = streams["stock_lost"].random((k, n_loc)) < LOSS_SHARE
         rate = np.where(lossy, LOSS_RATE_MAX * streams["stock_lost.rate"].random((k, n_loc)), 0.0)
         lost = np.floor(sold * rate).astype(np.int64)
+        # Discontinued during the month: nothing is left at its end; what was not sold is written off.
+        gone = happened_by(m.p_end[rows], day)
+        closing[gone] = 0
+        lost[gone] = np.maximum(lost[gone], opening[gone] - sold[gone])
         received = closing + sold + lost - opening
         if (received < 0).any():  # cannot happen while COVER_MAX <= 1 (module docstring)
             raise AssertionError(f"fact_inventory: negative receipts in unit {unit.key}")
         # The unit cost of the product's version valid on the snapshot day (dim_products_history).
-        cost_day = list_price_day(m.p_revisions[rows], m.p_launch[rows], day)
+        # (A product discontinued in the month: its last version, of the day before it left.)
+        on = np.where(gone, m.p_end[rows] - 1, day)
+        cost_day = list_price_day(m.p_revisions[rows], m.p_launch[rows], on)
         cost = np.repeat(price_on(m.p_cost[rows], m.p_launch[rows], cost_day, m.p_sweet[rows]), n_loc)
         closing = closing.ravel()
         return {
