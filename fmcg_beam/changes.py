@@ -956,14 +956,11 @@ def _build_duckdb(stage: Path, tables: list[str], keys: str, final: Path | None 
 # --- the command line --------------------------------------------------------------------------------------------
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit 2, like every other bad input
-        raise FeedError(f"replay: {message}; see python -m fmcg_beam replay --help")
-
-
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="fmcg-beam replay",
-                description="Rebuild a warehouse from a change feed alone (see fmcg_beam.changes).")
+    from fmcg_beam.cli import SubcommandParser
+
+    p = SubcommandParser("replay", "Rebuild a warehouse from a change feed alone (see fmcg_beam.changes).",
+                         error_class=FeedError)
     p.add_argument("--changes", required=True, metavar="DIR",
                    help="a warehouse directory holding changes/, or a changes/ folder")
     p.add_argument("--output_dir", required=True, metavar="OUT",
@@ -978,27 +975,20 @@ def main(argv: Sequence[str]) -> int:
     """``python -m fmcg_beam replay ...``: 0 done, 2 bad input (nothing written), 1 a failure."""
     from fmcg_beam import cli
 
-    argv = list(argv)
-    if "-h" in argv or "--help" in argv:
-        _parser().print_help()
-        return 0
-    out, had = None, False
-    try:
-        args = _parser().parse_args(argv)
-        out = Path(args.output_dir)
-        had = outdir.has_warehouse(out)
-        cli._configure_logging("info")
+    target: dict = {}
+
+    def work(args: argparse.Namespace) -> None:
+        out = target["out"] = Path(args.output_dir)
+        target["had"] = outdir.has_warehouse(out)
         stats = replay(Path(args.changes), out, args.duckdb_keys)
-    except OptionsError as exc:
-        cli._error(str(exc))
-        return 2
-    except Exception as exc:  # a fault: the directory keeps what it had
-        state = f"the previous warehouse in {out} is unchanged" if had else f"nothing was written to {out}"
-        cli._error(f"{cli._first_line(exc)} ({state})")
-        return 1
-    width = max(len(t) for t in stats)
-    print(f"{'table':<{width}}  {'rows':>12}")
-    for t, (rows, _) in stats.items():
-        print(f"{t:<{width}}  {rows:>12,}")
-    print(f"warehouse: {out}")
-    return 0
+        width = max(len(t) for t in stats)
+        print(f"{'table':<{width}}  {'rows':>12}")
+        for t, (rows, _) in stats.items():
+            print(f"{t:<{width}}  {rows:>12,}")
+        print(f"warehouse: {out}")
+
+    def unchanged() -> str:
+        out = target.get("out")
+        return f"the previous warehouse in {out} is unchanged" if target.get("had") else f"nothing was written to {out}"
+
+    return cli.run_subcommand(argv, _parser, work, unchanged)

@@ -10,6 +10,7 @@ workers' output) go to a log file that the line names.
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import signal
@@ -17,6 +18,7 @@ import sys
 import tempfile
 import threading
 import traceback
+from typing import Callable, Sequence
 
 from fmcg_beam import stopping, worker
 from fmcg_beam.options import OptionsError, help_parser, resolve, version_text
@@ -159,6 +161,41 @@ def _main(argv: list[str], wait: bool) -> int:
         _error(f"the quality gate failed ({failed} of {len(report.quality.checks)} checks; the report is in the "
                f"run_quality table of {where}); fix the data, or pass --fail_on_quality_error false to exit 0")
         return QUALITY_EXIT
+    return 0
+
+
+class SubcommandParser(argparse.ArgumentParser):
+    """A subcommand's arguments: a bad one is ``error_class("<name>: <what>; see ...")``, one line and exit 2 like
+    every other bad input."""
+
+    def __init__(self, name: str, description: str, error_class: type[OptionsError] = OptionsError):
+        super().__init__(prog=f"fmcg-beam {name}", description=description)
+        self.name = name
+        self.error_class = error_class
+
+    def error(self, message: str) -> None:
+        raise self.error_class(f"{self.name}: {message}; see python -m fmcg_beam {self.name} --help")
+
+
+def run_subcommand(argv: Sequence[str], parser: Callable[[], argparse.ArgumentParser],
+                   work: Callable[[argparse.Namespace], None], unchanged: Callable[[], str]) -> int:
+    """``python -m fmcg_beam <subcommand>``: ``--help`` prints the help (0); ``work(args)`` does the job and prints
+    what it made (0); bad input is one line (2); a fault is one line ending with ``unchanged()``, what the fault
+    left as it was (1)."""
+    argv = list(argv)
+    if "-h" in argv or "--help" in argv:
+        parser().print_help()
+        return 0
+    try:
+        args = parser().parse_args(argv)
+        _configure_logging("info")
+        work(args)
+    except OptionsError as exc:
+        _error(str(exc))
+        return 2
+    except Exception as exc:  # a fault: the directory keeps what it had
+        _error(f"{_first_line(exc)} ({unchanged()})")
+        return 1
     return 0
 
 

@@ -755,14 +755,10 @@ def rebuild(target: Path) -> Path:
     return target / PAGE
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit 2, like every other bad input
-        raise OptionsError(f"profile: {message}")
-
-
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="fmcg-beam profile",
-                description="Rebuild profile.html, the page of charts, of an existing local warehouse.")
+    from fmcg_beam.cli import SubcommandParser
+
+    p = SubcommandParser("profile", "Rebuild profile.html, the page of charts, of an existing local warehouse.")
     p.add_argument("--output_dir", required=True, metavar="DIR",
                    help="the --output_dir of a finished local run, e.g. ./output")
     return p
@@ -772,21 +768,12 @@ def main(argv: Sequence[str]) -> int:
     """``python -m fmcg_beam profile --output_dir DIR``: 0 done, 2 not a warehouse, 1 a failure."""
     from fmcg_beam import cli
 
-    argv = list(argv)
-    if "-h" in argv or "--help" in argv:
-        _parser().print_help()
-        return 0
-    target = None
-    try:
-        args = _parser().parse_args(argv)
-        target = Path(args.output_dir)
-        cli._configure_logging("info")
-        page = rebuild(target)
-    except OptionsError as exc:
-        cli._error(str(exc))
-        return 2
-    except Exception as exc:  # a fault: the warehouse and its previous page are as they were
-        cli._error(f"{cli._first_line(exc)} (the warehouse in {target} and its previous {PAGE} are unchanged)")
-        return 1
-    print(f"profile: {page}")
-    return 0
+    target: list[Path] = []
+
+    def work(args: argparse.Namespace) -> None:
+        target.append(Path(args.output_dir))
+        print(f"profile: {rebuild(target[0])}")
+
+    return cli.run_subcommand(argv, _parser, work,
+                              lambda: f"the warehouse in {target[0] if target else '?'} and its previous {PAGE} are "
+                                      "unchanged")
