@@ -492,7 +492,11 @@ class TotalsReader(TableGenerator):
 
     def source_days(self, ctx: Context, units: Sequence[Unit]) -> np.ndarray:
         """Every day (day numbers, sorted) of the source rows that ``units`` read."""
-        spans = {self.totals_days(ctx, k) for u in units if u.rows for k in self.totals_keys(ctx, u)}
+        return self.keys_days(ctx, [k for u in units if u.rows for k in self.totals_keys(ctx, u)])
+
+    def keys_days(self, ctx: Context, keys: Iterable[object]) -> np.ndarray:
+        """Every day (day numbers, sorted) of the source rows that the totals of ``keys`` sum."""
+        spans = {self.totals_days(ctx, k) for k in keys}
         if not spans:
             return np.zeros(0, dtype=np.int64)
         return np.unique(np.concatenate([np.arange(a, b + 1, dtype=np.int64) for a, b in spans]))
@@ -514,8 +518,7 @@ class TotalsReader(TableGenerator):
         cache: dict = lookups.derive((self.name, ctx, "totals"), dict) if lookups is not None else {}
         missing = [k for k in dict.fromkeys(keys) if k not in cache]
         if missing:
-            days = np.unique(np.concatenate([np.arange(a, b + 1, dtype=np.int64)
-                                             for a, b in {self.totals_days(ctx, k) for k in missing}]))
+            days = self.keys_days(ctx, missing)
             gen = self.source_generator
             wanted = set(missing)
             found: dict[object, np.ndarray] = {}
