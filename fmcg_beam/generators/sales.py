@@ -117,6 +117,21 @@ def _lines_cdf(lines: dict[str, np.ndarray]) -> np.ndarray:
     return cdf
 
 
+class _ByType:
+    """Cumulative distributions per retailer type, ``cdf[T, W]`` (each row rising to 1), searched for many
+    lines of mixed types at once: row ``t`` is shifted by ``t`` and the rows flattened, so one ``searchsorted``
+    serves every type."""
+
+    def __init__(self, cdf: np.ndarray):
+        self.width = cdf.shape[1]
+        self.flat = (cdf + np.arange(len(cdf))[:, None]).ravel()
+
+    def pick(self, kind: np.ndarray, u: np.ndarray, side: str = "right") -> np.ndarray:
+        """The index (0 .. W - 1) that uniforms ``u`` select in the distributions of types ``kind``."""
+        at = np.searchsorted(self.flat, kind + u, side=side) - kind * self.width
+        return np.clip(at, 0, self.width - 1)
+
+
 def _priorities(seed: int, r_id: np.ndarray, r_region: np.ndarray, e_id: np.ndarray,
                 e_region: np.ndarray) -> np.ndarray:
     """``[retailers, k]``: the reps (indices) of each account's region, highest territory rank first, -1 padded."""
@@ -157,8 +172,7 @@ class SalesInputs:
         self.t = {k: np.array([t[k] for t in types], dtype=np.float64) for k, v in types[0].items()
                   if isinstance(v, (int, float)) and not isinstance(v, bool)}
         self.lines = lines_per_order()
-        self.lines_cdf = _lines_cdf(self.lines)
-        self.lines_flat = (self.lines_cdf + np.arange(len(self.lines_cdf))[:, None]).ravel()
+        self.lines_extra = _ByType(_lines_cdf(self.lines))  # lines over the type's minimum
         # Sellers: their job on a day (promotions, dim_employees_history), as the employee generator drew it.
         e_all = e.col("employee_id")
         staff_anchors = employee_anchors(len(e_all))
@@ -204,10 +218,8 @@ def _orders(m: SalesInputs, streams: Streams, retailers: np.ndarray, kinds: np.n
     r = retailers[weighted_choice(streams["retailer_id"], m.t["order_frequency"][kinds[retailers]]
                                   * m.r_activity[retailers], n)]
     k = kinds[r]
-    # min + the Poisson(mean - min) quantile of a uniform, at most max (one search for every type, as in _draw).
-    width = m.lines_cdf.shape[1]
-    at = np.searchsorted(m.lines_flat, k + streams["order.lines"].random(n), side="left") - k * width
-    extra = np.clip(at, 0, width - 1)
+    # min + the Poisson(mean - min) quantile of a uniform, at most max.
+    extra = m.lines_extra.pick(k, streams["order.lines"].random(n), side="left")
     size = np.clip(m.lines["min"][k].astype(np.int64) + extra, 1, max(1, n_products))
     end = np.cumsum(size)
     count = int(np.searchsorted(end, n, side="left")) + 1
@@ -232,14 +244,6 @@ def _promotion(m: SalesInputs, day: int, products: np.ndarray) -> tuple[np.ndarr
     return factor, campaign
 
 
-def _draw(cdf: np.ndarray, kind: np.ndarray, u: np.ndarray) -> np.ndarray:
-    """Live-product indices for lines of channels ``kind`` by uniforms ``u``. ``cdf``: each type's cumulative
-    weight share (``[T, P]``, rising to 1) plus the type's index, flattened, so one search serves every type."""
-    width = len(cdf) // len(lines_per_order()["min"])
-    at = np.searchsorted(cdf, kind + u, side="right") - kind * width
-    return np.clip(at, 0, width - 1)
-
-
 def _repeats(order: np.ndarray, idx: np.ndarray, width: int) -> np.ndarray:
     """Lines whose product an earlier line of the same order already holds."""
     key = order * width + idx
@@ -256,14 +260,14 @@ def _products(m: SalesInputs, streams: Streams, day: int, products: np.ndarray, 
     factor, campaign = _promotion(m, day, products)
     weight = m.p_appeal[products][None, :] * factor
     cum = np.cumsum(weight, axis=1)
-    cdf = (cum / cum[:, -1:] + np.arange(len(cum))[:, None]).ravel()
-    idx = _draw(cdf, kind, streams["product_id"].random(len(kind)))
+    cdf = _ByType(cum / cum[:, -1:])
+    idx = cdf.pick(kind, streams["product_id"].random(len(kind)))
     lines = np.arange(len(idx))  # the lines of the orders that may still hold a repeat
     for _ in range(REDRAW_ROUNDS):
         again = lines[_repeats(order[lines], idx[lines], len(products))]
         if not len(again):
             break
-        idx[again] = _draw(cdf, kind[again], streams["product_id.repeat"].random(len(again)))
+        idx[again] = cdf.pick(kind[again], streams["product_id.repeat"].random(len(again)))
         lines = np.flatnonzero(np.isin(order, order[again]))
     else:
         # Orders holding most of a tiny assortment: finish line by line among the products not yet on the order.
