@@ -217,9 +217,14 @@ def product_appeal(seed: int, product_ids: np.ndarray) -> np.ndarray:
     quantiles spread evenly over the distribution, and its concentration does not hang on how a few
     independent draws fell in a small catalogue; which product gets which appeal still changes with the seed.
     """
-    alpha, cap = popularity_parameters()
     start = hash_uniform(seed, "product-appeal", np.zeros(1, dtype=np.int64))[0]
     u = (np.asarray(product_ids, dtype=np.float64) * GOLDEN_RATIO_CONJUGATE + start) % 1.0
+    return pareto_weight(u, *popularity_parameters())
+
+
+def pareto_weight(u: np.ndarray, alpha: float, cap: float) -> np.ndarray:
+    """The Pareto quantile ``(1 - u) ** (-1 / alpha)`` of uniforms ``u`` (1 at ``u = 0``), at most ``cap``: the
+    heavy-tailed weights of product appeal and retailer activity."""
     return np.minimum((1.0 - u) ** (-1.0 / alpha), cap)
 
 
@@ -707,7 +712,7 @@ def retailer_activity(seed: int, retailer_ids: np.ndarray) -> np.ndarray:
     accounts carry much of the business."""
     spec = reference.retail()["retailer_activity"]
     u = hash_uniform(seed, "retailer-activity", retailer_ids)
-    return np.minimum(np.power(1.0 - u, -1.0 / float(spec["alpha"])), float(spec["cap"]))
+    return pareto_weight(u, float(spec["alpha"]), float(spec["cap"]))
 
 
 @lru_cache(maxsize=None)
