@@ -116,12 +116,16 @@ def _check_catalog(f: str, doc: dict) -> None:
     require_date(f, "price_bands_as_of", doc["price_bands_as_of"])
     if not doc["name_editions"]:
         _fail(f, "name_editions", "empty", "list at least one product-line name such as Plus")
-    pop = doc["product_popularity"]
-    require_fields(f, "product_popularity", [pop], ("distribution", "alpha", "cap"))
-    require_in(f, "product_popularity.distribution", [pop["distribution"]], ("pareto",), "distribution")
-    if not (pop["alpha"] > 0 and pop["cap"] >= 1):
-        _fail(f, "product_popularity", f"alpha {pop['alpha']}, cap {pop['cap']}",
-              "give a positive Pareto alpha and a cap of at least 1 (the smallest appeal)")
+    _check_pareto(f, "product_popularity", doc["product_popularity"])
+
+
+def _check_pareto(f: str, where: str, spec: dict) -> None:
+    """A heavy-tailed weight's parameters (``domain.pareto_weight``): a positive alpha, a cap of at least 1."""
+    require_fields(f, where, [spec], ("distribution", "alpha", "cap"))
+    require_in(f, f"{where}.distribution", [spec["distribution"]], ("pareto",), "distribution")
+    if not (spec["alpha"] > 0 and spec["cap"] >= 1):
+        _fail(f, where, f"alpha {spec['alpha']}, cap {spec['cap']}",
+              "give a positive Pareto alpha and a cap of at least 1 (the smallest weight)")
 
 
 PACK_UNITS = ("g", "ml", "pcs")
@@ -159,9 +163,7 @@ def _check_retail(f: str, doc: dict) -> None:
         if not 1 <= lines["min"] <= lines["mean"] <= lines["max"]:
             _fail(f, f"retailer_types[{t['name']!r}].lines_per_order", "needs 1 <= min <= mean <= max",
                   "fix the three numbers")
-    require_fields(f, "retailer_activity", [doc["retailer_activity"]], ("distribution", "alpha", "cap"))
-    require_in(f, "retailer_activity.distribution", [doc["retailer_activity"]["distribution"]], ("pareto",),
-               "distribution")
+    _check_pareto(f, "retailer_activity", doc["retailer_activity"])
     sellers = [j["job_title"] for j in org()["jobs"] if j["can_sell"]]
     require_keys(f, "commission_by_job", doc["commission_by_job"], sellers, "selling job (org.json)")
     require_keys(f, "campaign_targets", doc["campaign_targets"], marketing()["target_audiences"],
