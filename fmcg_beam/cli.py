@@ -21,6 +21,7 @@ import traceback
 from typing import Callable, Sequence
 
 from fmcg_beam import stopping, worker
+from fmcg_beam.faults import first_line
 from fmcg_beam.options import OptionsError, help_parser, resolve, version_text
 
 PROG = "fmcg-beam"
@@ -144,7 +145,7 @@ def _main(argv: list[str], wait: bool) -> int:
             _error(f"no space left on the device while writing {where}; free some space and rerun "
                    f"({_state(exc, where)}; details in {log_path})")
         else:
-            _error(f"{_first_line(exc)} ({_state(exc, where)}; details in {log_path})")
+            _error(f"{first_line(exc)} ({_state(exc, where)}; details in {log_path})")
         return 1
     finally:
         threading.excepthook = previous_hook
@@ -194,14 +195,9 @@ def run_subcommand(argv: Sequence[str], parser: Callable[[], argparse.ArgumentPa
         _error(str(exc))
         return 2
     except Exception as exc:  # a fault: the directory keeps what it had
-        _error(f"{_first_line(exc)} ({unchanged()})")
+        _error(f"{first_line(exc)} ({unchanged()})")
         return 1
     return 0
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
 
 
 def _state(exc: BaseException, where: str) -> str:

@@ -38,3 +38,9 @@ def is_disk_full(exc: BaseException) -> bool:
 def interrupt_in(exc: BaseException) -> Optional[BaseException]:
     """The ``KeyboardInterrupt`` that ``exc`` is or wraps, if any: a stop request is still a stop request."""
     return next((e for e in causes(exc) if isinstance(e, KeyboardInterrupt)), None)
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of ``exc``'s message, or its type's name when it has none: what a one-line error says."""
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__

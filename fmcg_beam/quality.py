@@ -49,6 +49,7 @@ import pyarrow.compute as pc
 
 from fmcg_beam import reference, schema
 from fmcg_beam.domain import KEY_DAY_FACTOR
+from fmcg_beam.faults import first_line
 from fmcg_beam.reference import DATA_DIR
 
 KINDS = ("rows", "unique", "orphans", "rule", "nulls", "range")
@@ -500,7 +501,7 @@ def run_duckdb(con, tables: Optional[Iterable[str]], expected_rows: Optional[Map
         try:
             values = con.execute(sql).fetchone()
         except Exception as exc:  # noqa: BLE001 - any DuckDB error: name the table and the first line
-            raise QualityError(f"the quality checks of {q.table} could not run: {_first_line(exc)}") from exc
+            raise QualityError(f"the quality checks of {q.table} could not run: {first_line(exc)}") from exc
         results.append((q, values))
     return _report(run_id, results, started, "duckdb")
 
@@ -520,11 +521,6 @@ def store_duckdb(con, report: Report) -> None:
         con.execute(f"INSERT INTO {TABLE} SELECT {', '.join(tdef.column_names)} FROM {name}")
     finally:
         con.unregister(name)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 # -- BigQuery ----------------------------------------------------------------------------------------------
@@ -555,13 +551,13 @@ def run_bigquery(client, dataset_ref, tables: Optional[Iterable[str]],
             jobs.append((q, client.query(q.sql("bigquery", qualify), retry=_retry(),
                                          timeout=_left(deadline, API_TIMEOUT), job_retry=None)))
         except Exception as exc:  # noqa: BLE001
-            raise QualityError(f"the quality checks of {q.table} could not start: {_first_line(exc)}") from exc
+            raise QualityError(f"the quality checks of {q.table} could not start: {first_line(exc)}") from exc
     results = []
     for q, job in jobs:
         try:
             rows = list(job.result(retry=_retry(), timeout=_left(deadline, JOB_TIMEOUT), job_retry=None))
         except Exception as exc:  # noqa: BLE001
-            raise QualityError(f"the quality checks of {q.table} failed in BigQuery: {_first_line(exc)}") from exc
+            raise QualityError(f"the quality checks of {q.table} failed in BigQuery: {first_line(exc)}") from exc
         results.append((q, tuple(rows[0].values())))
     return _report(run_id, results, started, dataset)
 

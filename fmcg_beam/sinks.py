@@ -205,7 +205,7 @@ class LocalSink(Sink):
         cannot be drawn at all is left out with a warning (``python -m fmcg_beam profile`` rebuilds it); only a
         full disk fails the run there."""
         from fmcg_beam import profile, truth
-        from fmcg_beam.faults import is_disk_full
+        from fmcg_beam.faults import first_line, is_disk_full
 
         truth.write(plan, self.stage / outdir.GROUND_TRUTH)
         try:
@@ -216,8 +216,7 @@ class LocalSink(Sink):
             for f in self.stage.glob(outdir.PROFILE):
                 f.unlink()
             log.warning("%s was not written (%s); rebuild it with: python -m fmcg_beam profile --output_dir %s",
-                        outdir.PROFILE, str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
-                        self.where)
+                        outdir.PROFILE, first_line(exc), self.where)
 
     def _commit(self, plan, stats: Written) -> None:
         outdir.write_manifest(self.stage, self._manifest(plan, stats))
