@@ -194,11 +194,12 @@ class LocalSink(Sink):
         else:
             self.feed = self._timed("feed", self._write_feed, plan, counters)
         self.quality = self._timed("quality", self._check_quality, plan)
-        self._timed("profile", self._write_picture, plan, stats)
-        self._timed("commit", self._commit, plan, stats)
+        manifest = self._manifest(plan, stats)  # what the page shows is what the commit writes
+        self._timed("profile", self._write_picture, plan, manifest)
+        self._timed("commit", self._commit, manifest)
         return stats
 
-    def _write_picture(self, plan, stats: Written) -> None:
+    def _write_picture(self, plan, manifest: dict) -> None:
         """``ground_truth.json`` and ``profile.html`` of the new generation (an increment's: of the whole
         warehouse, which its plan's context spans). The ground truth is part of the warehouse: its failure fails
         the run. The page is a view of it: a chart that fails is a note on the page and a warning, and a page that
@@ -209,7 +210,7 @@ class LocalSink(Sink):
 
         truth.write(plan, self.stage / outdir.GROUND_TRUTH)
         try:
-            profile.write(self.stage, manifest=self._manifest(plan, stats))  # the one commit writes
+            profile.write(self.stage, manifest=manifest)
         except Exception as exc:
             if is_disk_full(exc):
                 raise
@@ -218,8 +219,8 @@ class LocalSink(Sink):
             log.warning("%s was not written (%s); rebuild it with: python -m fmcg_beam profile --output_dir %s",
                         outdir.PROFILE, first_line(exc), self.where)
 
-    def _commit(self, plan, stats: Written) -> None:
-        outdir.write_manifest(self.stage, self._manifest(plan, stats))
+    def _commit(self, manifest: dict) -> None:
+        outdir.write_manifest(self.stage, manifest)
         self.out.commit(self.stage)
 
     def _timed(self, step: str, fn, *args, **kwargs):
