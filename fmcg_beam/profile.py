@@ -204,6 +204,20 @@ def _stacked(ax, months: list[dt.date], labels: list[str], amounts: np.ndarray) 
         bottom += values
 
 
+def _monthly_pesos(months: list[dt.date], labels: list[str], amounts: np.ndarray, ylabel: str, xlabel: str,
+                   legend: str, legend_size: int):
+    """A figure of monthly peso amounts stacked per label, its legend to the right."""
+    fig, ax = _figure()
+    _stacked(ax, months, labels, amounts)
+    ax.set_ylabel(ylabel)
+    ax.set_xlabel(xlabel)
+    _peso_axis(ax.yaxis)
+    _month_axis(ax)
+    ax.legend(title=legend, fontsize=legend_size, title_fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0),
+              frameon=False)
+    return fig
+
+
 def _n(count: int, word: str, plural: str = "") -> str:
     """``1 campaign``, ``2 campaigns``."""
     return f"{count:,} {word if count == 1 else plural or word + 's'}"
@@ -245,14 +259,7 @@ def monthly_sales_by_channel(src: Source):
     if not rows:
         return "fact_sales is empty"
     months, channels, amounts = _by_month(rows)
-    fig, ax = _figure()
-    _stacked(ax, months, channels, amounts)
-    ax.set_ylabel("Net sales (total_amount)")
-    ax.set_xlabel("Month")
-    _peso_axis(ax.yaxis)
-    _month_axis(ax)
-    ax.legend(title="Channel", fontsize=8, title_fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0),
-              frameon=False)
+    fig = _monthly_pesos(months, channels, amounts, "Net sales (total_amount)", "Month", "Channel", 8)
     total = amounts.sum()
     top = channels[0]
     return fig, (f"Net sales per month, stacked by retailer type. {top} carries "
@@ -587,14 +594,8 @@ def payroll_by_department(src: Source):
     if not rows:
         return "fact_employees is empty"
     months, depts, amounts = _by_month(rows)
-    fig, ax = _figure()
-    _stacked(ax, [m.replace(day=1) for m in months], depts, amounts)
-    ax.set_ylabel("Employer cost (total_compensation)")
-    ax.set_xlabel("Payroll month")
-    _peso_axis(ax.yaxis)
-    _month_axis(ax)
-    ax.legend(title="Department", fontsize=7, title_fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0),
-              frameon=False)
+    fig = _monthly_pesos([m.replace(day=1) for m in months], depts, amounts, "Employer cost (total_compensation)",
+                         "Payroll month", "Department", 7)
     return fig, (f"Monthly payroll cost (gross pay plus employer contributions) by department: "
                  f"{_pesos(amounts.sum())} over {len(months)} month(s), "
                  f"{depts[0]} the largest at {amounts[0].sum() / amounts.sum():.0%}.")
