@@ -282,7 +282,7 @@ def sales_share_by_region(src: Source):
     rows = src.rows("""
         SELECT l.region, sum(s.total_amount)::DOUBLE FROM fact_sales s
         JOIN dim_retailers r USING (retailer_id) JOIN dim_locations l ON l.location_id = r.location_id
-        GROUP BY 1""")
+        GROUP BY 1 ORDER BY 1""")
     total = sum(v for _, v in rows)
     if not rows or total <= 0:
         return "fact_sales is empty"
@@ -459,7 +459,7 @@ def costs_against_budgets(src: Source):
         rows = src.rows("""
             SELECT d.department_name, d.budget::DOUBLE, coalesce(sum(o.amount), 0)::DOUBLE
             FROM dim_departments d LEFT JOIN fact_operating_costs o USING (department_id)
-            GROUP BY ALL ORDER BY 2""")
+            GROUP BY ALL ORDER BY 2, 1""")
         years = ((end - start).days + 1) / 365.25 if start and end else 1.0
         y = np.arange(len(rows))
         left.grid(False)
@@ -481,7 +481,8 @@ def costs_against_budgets(src: Source):
     if have_mkt:
         rows = src.rows("""
             SELECT c.budget::DOUBLE, sum(m.amount)::DOUBLE, c.start_date, c.end_date
-            FROM dim_campaigns c JOIN fact_marketing_costs m USING (campaign_id) GROUP BY ALL""")
+            FROM dim_campaigns c JOIN fact_marketing_costs m USING (campaign_id)
+            GROUP BY c.campaign_id, c.budget, c.start_date, c.end_date ORDER BY c.campaign_id""")
         if rows:
             inside = [bool(start and end and start <= r[2] and r[3] <= end) for r in rows]
             for flag, color, label in ((True, "#1f77b4", "Campaign within the period"),
