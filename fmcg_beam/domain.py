@@ -356,6 +356,15 @@ def location_count(ctx: Context) -> int:
 
 
 @lru_cache(maxsize=None)
+def census_shares() -> dict[str, float]:
+    """Each region's share of the 2020 census population (``geography.json``), which retailers and field staff
+    follow."""
+    regions = reference.geography()["regions"]
+    people = sum(r["population"] for r in regions)
+    return {r["name"]: r["population"] / people for r in regions}
+
+
+@lru_cache(maxsize=None)
 def place_order() -> tuple[int, ...]:
     """Indices of ``reference.places()`` in the order they become locations as the scale grows.
 

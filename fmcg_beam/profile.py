@@ -36,7 +36,7 @@ from typing import Callable, Optional, Sequence
 import duckdb
 import numpy as np
 
-from fmcg_beam import outdir, reference, warehouse
+from fmcg_beam import outdir, warehouse
 from fmcg_beam.options import OptionsError
 
 log = logging.getLogger(__name__)
@@ -271,9 +271,9 @@ def census_shares(src: Source) -> dict[str, float]:
     shares = (src.truth or {}).get("census_shares")
     if isinstance(shares, list) and shares:
         return {s["region"]: float(s["population_share"]) for s in shares}
-    regions = reference.geography()["regions"]
-    total = sum(r["population"] for r in regions)
-    return {r["name"]: r["population"] / total for r in regions}
+    from fmcg_beam.domain import census_shares as census
+
+    return dict(census())
 
 
 def sales_share_by_region(src: Source):

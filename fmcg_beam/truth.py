@@ -42,7 +42,14 @@ from typing import Any, Callable
 import numpy as np
 
 from fmcg_beam import reference, timeline
-from fmcg_beam.domain import campaign_channels, campaign_lift, campaign_target, retailer_types, sweetened_by_category
+from fmcg_beam.domain import (
+    campaign_channels,
+    campaign_lift,
+    campaign_target,
+    census_shares,
+    retailer_types,
+    sweetened_by_category,
+)
 
 FORMAT = 1
 FILE_NAME = "ground_truth.json"
@@ -97,8 +104,6 @@ def ground_truth(plan) -> dict[str, Any]:
     """Everything planted in the warehouse ``plan`` (an ``fmcg_beam.plan.Plan``) describes."""
     ctx = plan.context
     economy = reference.economy()
-    regions = reference.geography()["regions"]
-    people = sum(r["population"] for r in regions)
     return {
         "format": FORMAT,
         "seed": ctx.seed,
@@ -116,8 +121,8 @@ def ground_truth(plan) -> dict[str, Any]:
         "sweetened_beverage_excise": dict(economy["sweetened_beverage_excise"]),
         "zipf": {"products": reference.catalog().get("product_popularity"),
                  "retailers": reference.retail()["retailer_activity"]},
-        "census_shares": [{"region": r["name"], "population_share": round(r["population"] / people, 6)}
-                          for r in regions],
+        "census_shares": [{"region": region, "population_share": round(share, 6)}
+                          for region, share in census_shares().items()],
     }
 
 
