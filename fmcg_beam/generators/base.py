@@ -343,7 +343,28 @@ class ChildUnit(Unit):
         return Unit(self.key, self.parent_rows)
 
 
-class ChildOfFact(TableGenerator):
+class ReadsAFact(TableGenerator):
+    """A generator that generates another fact's rows to make its own (``ChildOfFact``, ``TotalsReader``), so it
+    reads that fact's dimensions too: the ``needs`` a subclass declares are what it reads itself (kept as
+    ``own_needs``), and the subclass's ``needs`` property adds the other fact's."""
+
+    own_needs: ClassVar[tuple[str, ...]] = ()
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        declared = cls.__dict__.get("needs")
+        if declared is not None and not isinstance(declared, property):
+            cls.own_needs = tuple(declared)
+            delattr(cls, "needs")
+
+    @staticmethod
+    def generator_of(table: str) -> TableGenerator:
+        from fmcg_beam.generators import GENERATORS  # the registry, plugins included
+
+        return GENERATORS[table]
+
+
+class ChildOfFact(ReadsAFact):
     """A table generated per unit of a parent fact, from the parent's rows of that unit.
 
     Subclasses set ``name``, ``parent`` (the parent fact's table name) and optionally ``needs`` (dimensions the
@@ -360,21 +381,10 @@ class ChildOfFact(TableGenerator):
     """
 
     parent: ClassVar[str]
-    own_needs: ClassVar[tuple[str, ...]] = ()
-
-    def __init_subclass__(cls, **kwargs: object) -> None:
-        super().__init_subclass__(**kwargs)
-        declared = cls.__dict__.get("needs")
-        if declared is not None and not isinstance(declared, property):
-            # What a subclass declares is what it reads itself; the ``needs`` property adds the parent's.
-            cls.own_needs = tuple(declared)
-            delattr(cls, "needs")
 
     @cached_property
     def parent_generator(self) -> TableGenerator:
-        from fmcg_beam.generators import GENERATORS  # the registry, plugins included
-
-        return GENERATORS[self.parent]
+        return self.generator_of(self.parent)
 
     @property
     def needs(self) -> tuple[str, ...]:  # type: ignore[override]
@@ -426,7 +436,7 @@ class ChildOfFact(TableGenerator):
                             work=lambda u: max(u.rows, getattr(u, "parent_rows", 0)))
 
 
-class TotalsReader(TableGenerator):
+class TotalsReader(ReadsAFact):
     """A table generated per unit from *totals* of a fact's rows (inventory: units sold per product, location
     and month), so that no fact row is ever a side input or crosses a shuffle.
 
@@ -445,20 +455,10 @@ class TotalsReader(TableGenerator):
     """
 
     source: ClassVar[str]
-    own_needs: ClassVar[tuple[str, ...]] = ()
-
-    def __init_subclass__(cls, **kwargs: object) -> None:
-        super().__init_subclass__(**kwargs)
-        declared = cls.__dict__.get("needs")
-        if declared is not None and not isinstance(declared, property):
-            cls.own_needs = tuple(declared)  # the ``needs`` property adds the source's
-            delattr(cls, "needs")
 
     @cached_property
     def source_generator(self) -> TableGenerator:
-        from fmcg_beam.generators import GENERATORS  # the registry, plugins included
-
-        return GENERATORS[self.source]
+        return self.generator_of(self.source)
 
     @property
     def needs(self) -> tuple[str, ...]:  # type: ignore[override]
