@@ -264,6 +264,12 @@ class OutputDir:
         os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
         self._lock_fd = fd
 
+    @property
+    def lock_fd(self) -> Optional[int]:
+        """The descriptor holding the directory's lock while entered: a process forked by the run closes it, so
+        the lock ends with the run."""
+        return self._lock_fd
+
     def _recover(self) -> None:
         """Finish or undo what an interrupted run left, then drop stale folders (one line if any)."""
         for p in self.control.glob(f"{CURRENT}.tmp-*"):

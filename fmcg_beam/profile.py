@@ -92,11 +92,12 @@ class Source:
             return None, None
 
 
-def open_source(root: Path, manifest: Optional[dict] = None) -> Source:
-    """The warehouse in ``root`` (a generation or staging folder): its DuckDB file read-only, else views over its
-    Parquet files; ``manifest`` where the folder holds none yet (a run's, before it commits)."""
+def open_source(root: Path, manifest: Optional[dict] = None, parquet: bool = False) -> Source:
+    """The warehouse in ``root`` (a generation or staging folder): its DuckDB file read-only, else (or with
+    ``parquet``: while a run still builds that file) views over its Parquet files, which hold the same rows;
+    ``manifest`` where the folder holds none yet (a run's, before it commits)."""
     db = root / outdir.DUCKDB_FILE
-    if db.is_file():
+    if db.is_file() and not parquet:
         con = duckdb.connect(str(db), read_only=True)
         names = {r[0] for r in con.execute(
             "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main'").fetchall()}
@@ -710,9 +711,127 @@ def _can_draw() -> bool:
         return False
 
 
-def build(root: Path, manifest: Optional[dict] = None) -> tuple[str, list[str]]:
-    """The page of the warehouse in ``root`` (a generation or staging folder) and its warnings."""
-    src = open_source(Path(root), manifest)
+READY_SECONDS = 10.0  # a forked process that has not started by then is not used: the run draws its page itself
+
+
+class Drawer:
+    """Draws a run's page in a process of its own, beside the rest of the run's work.
+
+    Drawing is mostly Python (matplotlib), so in the run's process it would take turns with the change feed's
+    Python for the interpreter, after the DuckDB build. ``start`` forks the drawing process early (while the run
+    is small: the pages it shares with the run are copied only where either writes), and it imports matplotlib
+    while the pipeline runs; ``submit`` hands it the finished Parquet files of a warehouse, which it reads while
+    the run builds the DuckDB file, writes the change feed and runs the quality gate; ``result`` waits for the
+    page. The process ignores Ctrl-C (the run stops it), dies with the run even on SIGKILL, and holds none of
+    the run's files open that ``close_fds`` names (the output directory's lock). Where a process cannot be
+    forked, ``start`` returns ``None`` and the run draws the page itself.
+    """
+
+    def __init__(self, process, conn):
+        self.process = process
+        self.conn = conn
+        self.pending = False
+
+    @classmethod
+    def start(cls, close_fds: Sequence[int] = ()) -> Optional["Drawer"]:
+        import multiprocessing
+        import sys
+
+        if not sys.platform.startswith("linux"):  # fork is Linux's; elsewhere the run draws its page itself
+            return None
+        process = None
+        try:
+            ctx = multiprocessing.get_context("fork")
+            parent, child = ctx.Pipe()
+            process = ctx.Process(target=_drawing_process, args=(child, os.getpid(), tuple(close_fds)),
+                                  name="fmcg-beam-profile", daemon=True)
+            process.start()
+            child.close()
+            # Ready once it has closed ``close_fds``: from then on the run's lock is the run's alone.
+            if not (parent.poll(READY_SECONDS) and parent.recv() == "ready"):
+                raise OSError(f"the drawing process was not ready within {READY_SECONDS:g} s")
+        except (OSError, ValueError, EOFError) as exc:
+            log.debug("drawing the page in the run's process: %s", exc)
+            if process is not None and process.is_alive():
+                process.kill()
+                process.join()
+            return None
+        return cls(process, parent)
+
+    def submit(self, root: Path, manifest: dict) -> None:
+        """Start drawing the page of the warehouse whose Parquet files are complete in ``root``; a process that
+        has died is found out by ``result``."""
+        self.pending = True
+        try:
+            self.conn.send((str(root), manifest))
+        except OSError:
+            pass
+
+    def result(self) -> tuple[str, list[str]]:
+        """The page and its warnings; ``RuntimeError`` with the drawing's error if it could not be drawn."""
+        self.pending = False
+        try:
+            while not self.conn.poll(0.1):  # polled, so Ctrl-C reaches the run at once
+                if not self.process.is_alive() and not self.conn.poll():
+                    raise EOFError
+            outcome = self.conn.recv()
+        except (EOFError, OSError):
+            raise RuntimeError(f"the process drawing the page ended (exit code {self.process.exitcode})") from None
+        if outcome[0] == "error":
+            raise RuntimeError(outcome[1])
+        return outcome[1], outcome[2]
+
+    def close(self) -> None:
+        """Stop the process: at once if it is still drawing a page no one will wait for."""
+        try:
+            if not self.pending:
+                self.conn.send(None)
+        except OSError:
+            pass
+        self.process.join(1.0 if not self.pending else 0)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join()
+        self.conn.close()
+
+
+def _drawing_process(conn, parent: int, close_fds: Sequence[int]) -> None:
+    """``Drawer``'s process: a page for each warehouse it is handed, until it is handed ``None``."""
+    import gc
+    import signal
+
+    from fmcg_beam.faults import first_line
+    from fmcg_beam.worker import die_with
+
+    gc.freeze()  # the run's objects, shared with it, stay unwritten: the collector never walks them here
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    die_with(parent)
+    for fd in close_fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    conn.send("ready")
+    _can_draw()  # matplotlib loads while the run's pipeline runs
+    while True:
+        try:
+            job = conn.recv()
+        except (EOFError, OSError):
+            return
+        if job is None:
+            return
+        root, manifest = job
+        try:
+            page, warnings = build(Path(root), manifest, parquet=True)
+            conn.send(("page", page, warnings))
+        except Exception as exc:
+            conn.send(("error", first_line(exc)))
+
+
+def build(root: Path, manifest: Optional[dict] = None, parquet: bool = False) -> tuple[str, list[str]]:
+    """The page of the warehouse in ``root`` (a generation or staging folder) and its warnings; ``parquet``:
+    read from its Parquet files (``open_source``)."""
+    src = open_source(Path(root), manifest, parquet)
     try:
         charting = _can_draw()
         page, warnings = render(src, charting)
@@ -728,14 +847,18 @@ def write(root: Path, path: Optional[Path] = None, manifest: Optional[dict] = No
     """Write the page of the warehouse in ``root`` to ``path`` (default ``root/profile.html``), durably; each
     warning is also logged. ``manifest``: the warehouse's, where ``root`` holds none yet."""
     page, warnings = build(root, manifest)
-    path = Path(path) if path is not None else Path(root) / PAGE
+    store(page, warnings, Path(path) if path is not None else Path(root) / PAGE)
+    return warnings
+
+
+def store(page: str, warnings: Sequence[str], path: Path) -> None:
+    """Write a drawn ``page`` to ``path``, durably, and log its ``warnings``."""
     with open(path, "w", encoding="utf-8") as f:
         f.write(page)
         f.flush()
         os.fsync(f.fileno())
     for w in warnings:
         log.warning("%s", w)
-    return warnings
 
 
 def rebuild(target: Path) -> Path:

@@ -128,6 +128,7 @@ class LocalSink(Sink):
         self.feed: dict[str, int] = {}  # change events written, per table
         self.fact_feed = None  # the facts' events, written by the pipeline (fmcg_beam.changes.FactFeed)
         self.timings: dict[str, float] = {}  # wall seconds of each step of finish(), in order
+        self.drawer = None  # the process drawing profile.html (fmcg_beam.profile.Drawer), if one was forked
         self._open = False
 
     @property
@@ -158,10 +159,12 @@ class LocalSink(Sink):
         return increments.check(s, self.previous, self.where, full)
 
     def prepare(self, plan) -> None:
-        from fmcg_beam import changes
+        from fmcg_beam import changes, profile
 
         self._enter()
         self.stage = self.out.new_staging()
+        # Forked now, while the run holds little: it loads matplotlib while the pipeline runs.
+        self.drawer = profile.Drawer.start(close_fds=[fd for fd in [self.out.lock_fd] if fd is not None])
         record = increments.record(self.settings, plan.tables, self.previous)
         first, last = plan.context.fact_window
         self.fact_feed = changes.FactFeed.of(plan, record, self.stage, changes.run_id(record, first, last))
@@ -172,7 +175,8 @@ class LocalSink(Sink):
     def finish(self, plan, counters) -> Written:
         from fmcg_beam import profile
 
-        profile.preload()  # matplotlib loads while the tables are merged or built
+        if self.drawer is None:
+            profile.preload()  # matplotlib loads while the tables are merged or built
         tables = list(plan.tables)
         if plan.increment is not None:
             stats = self._timed("merge", self._finish_increment, plan)
@@ -183,6 +187,7 @@ class LocalSink(Sink):
             stats = warehouse.recorded_stats(self.stage, tables)
             rows = {t: n for t, (n, _) in stats.items()}
             check_counts(plan, rows)
+        self._timed("truth", self._start_picture, plan, stats)
         if plan.increment is None and self.settings.sink == "duckdb":
             # The dimensions' change events come from the Parquet files, so they are written while DuckDB builds
             # its file from the same files: the two share the cores instead of taking turns.
@@ -191,26 +196,42 @@ class LocalSink(Sink):
                 self._timed("tables", self._build_duckdb, plan, rows)
                 self.feed = feed.result()
             self._timed("feed", self._store_feed)
+            self.quality = self._timed("quality", self._check_quality, plan)
+        elif plan.increment is None:
+            # Parquet: the gate reads the tables' files, the feed is written beside them; neither reads the other.
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                feed = pool.submit(self._timed, "feed", self._write_feed, plan, counters)
+                self.quality = self._timed("quality", self._check_quality, plan)
+                self.feed = feed.result()
         else:
             self.feed = self._timed("feed", self._write_feed, plan, counters)
-        self.quality = self._timed("quality", self._check_quality, plan)
+            self.quality = self._timed("quality", self._check_quality, plan)
         manifest = self._manifest(plan, stats)  # what the page shows is what the commit writes
         self._timed("profile", self._write_picture, plan, manifest)
         self._timed("commit", self._commit, manifest)
         return stats
 
-    def _write_picture(self, plan, manifest: dict) -> None:
-        """``ground_truth.json`` and ``profile.html`` of the new generation (an increment's: of the whole
-        warehouse, which its plan's context spans). The ground truth is part of the warehouse: its failure fails
-        the run. The page is a view of it: a chart that fails is a note on the page and a warning, and a page that
-        cannot be drawn at all is left out with a warning (``python -m fmcg_beam profile`` rebuilds it); only a
-        full disk fails the run there."""
-        from fmcg_beam import profile, truth
-        from fmcg_beam.faults import first_line, is_disk_full
+    def _start_picture(self, plan, stats: Written) -> None:
+        """``ground_truth.json`` of the new generation (an increment's: of the whole warehouse, which its plan's
+        context spans), and, with a ``Drawer``, the drawing of its page from the finished Parquet files, beside
+        the rest of ``finish``. The ground truth is part of the warehouse: its failure fails the run."""
+        from fmcg_beam import truth
 
         truth.write(plan, self.stage / outdir.GROUND_TRUTH)
+        if self.drawer is not None:
+            self.drawer.submit(self.stage, self._manifest(plan, stats))
+
+    def _write_picture(self, plan, manifest: dict) -> None:
+        """``profile.html`` of the new generation. The page is a view of the warehouse: a chart that fails is a
+        note on the page and a warning, and a page that cannot be drawn at all is left out with a warning
+        (``python -m fmcg_beam profile`` rebuilds it); only a full disk fails the run there."""
+        from fmcg_beam import profile
+        from fmcg_beam.faults import first_line, is_disk_full
+
         try:
-            profile.write(self.stage, manifest=manifest)
+            drawn = self.drawer is not None and self.drawer.pending
+            page, warnings = self.drawer.result() if drawn else profile.build(self.stage, manifest)
+            profile.store(page, warnings, self.stage / outdir.PROFILE)
         except Exception as exc:
             if is_disk_full(exc):
                 raise
@@ -361,6 +382,9 @@ class LocalSink(Sink):
         return exc
 
     def close(self) -> None:
+        if self.drawer is not None:
+            self.drawer.close()
+            self.drawer = None
         if self._open:
             self.out.__exit__(None, None, None)
 

@@ -25,15 +25,21 @@ LOG_ENV = "FMCG_WORKER_LOG"
 PARENT_ENV = "FMCG_RUN_PID"
 
 
-def _die_with_parent() -> None:
+def die_with(parent: int | None) -> None:
+    """Have Linux kill this process when its parent dies (SIGKILL included); exit now if ``parent``, the run's
+    pid, died before the signal was armed. Elsewhere a no-op: the control channel's end still stops it."""
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    except (OSError, AttributeError):  # not Linux: the control channel's end still stops the worker
+    except (OSError, AttributeError):
         return
-    parent = os.environ.get(PARENT_ENV)
-    if parent and os.getppid() != int(parent):  # the run died before the signal was armed
+    if parent and os.getppid() != parent:
         os._exit(1)
+
+
+def _die_with_parent() -> None:
+    parent = os.environ.get(PARENT_ENV)
+    die_with(int(parent) if parent else None)
 
 
 def _log_to_file() -> None:

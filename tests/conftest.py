@@ -10,7 +10,11 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from fmcg_beam import cli, progress
+from fmcg_beam import cli, progress, profile
+
+# A run forks the process that draws its page (profile.Drawer), which loads matplotlib unless the forking
+# process has: loaded once here, the suite's hundreds of in-process runs do not each load it again.
+profile._can_draw()
 from fmcg_beam.generators import GENERATORS, Context, Lookups
 
 # Tests compare what a run prints on stderr line by line; a run that outlasts the progress interval on a slow

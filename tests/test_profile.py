@@ -143,7 +143,7 @@ def test_a_warehouse_without_facts_gets_a_page_of_notes(tmp_path):
 
 
 def test_a_page_that_cannot_be_drawn_never_fails_the_run(tmp_path, monkeypatch, capsys):
-    def broken(root, manifest=None):
+    def broken(root, manifest=None, parquet=False):
         raise RuntimeError("simulated drawing failure")
 
     monkeypatch.setattr(profile, "build", broken)
@@ -154,6 +154,52 @@ def test_a_page_that_cannot_be_drawn_never_fails_the_run(tmp_path, monkeypatch, 
     err = capsys.readouterr().err
     assert f"{outdir.PROFILE} was not written (simulated drawing failure); rebuild it with: python -m fmcg_beam " \
            f"profile --output_dir {out}" in err
+
+
+def test_a_drawing_process_that_dies_is_a_warning_and_ends_with_the_run(tmp_path, monkeypatch, capsys):
+    import multiprocessing
+
+    def dies(conn, parent, close_fds):  # killed while drawing, as the kernel's OOM killer would
+        conn.send("ready")
+        conn.recv()
+        os._exit(3)
+
+    monkeypatch.setattr(profile, "_drawing_process", dies)
+    out = tmp_path / "out"
+    assert run_cli("--scale", "0.01", "--tables", "dim_banks", "--output_dir", str(out)) == 0
+    assert outdir.has_warehouse(out) and (out / outdir.GROUND_TRUTH).is_file()
+    assert not (out / outdir.PROFILE).exists()
+    assert "profile.html was not written (the process drawing the page ended (exit code 3))" in capsys.readouterr().err
+    assert not [p for p in multiprocessing.active_children() if p.name == "fmcg-beam-profile"]
+
+
+def test_a_drawing_process_that_never_starts_leaves_the_page_to_the_run(tmp_path, monkeypatch):
+    monkeypatch.setattr(profile, "_drawing_process", lambda conn, parent, close_fds: os._exit(3))
+    out = tmp_path / "out"
+    assert run_cli(*TINY, "--output_dir", str(out)) == 0
+    page = (out / outdir.PROFILE).read_text(encoding="utf-8")
+    assert page == profile.build(out / outdir.CONTROL / outdir.CURRENT)[0] and len(images(page)) >= 6
+
+
+def test_a_run_ends_its_drawing_process_and_holds_no_lock_through_it(tmp_path):
+    import fcntl
+    import multiprocessing
+
+    assert run_cli("--scale", "0.01", "--tables", "dim_banks", "--output_dir", str(tmp_path / "out")) == 0
+    assert not [p for p in multiprocessing.active_children() if p.name == "fmcg-beam-profile"]
+    # The process is forked holding the run's descriptors: it closes the lock's, so the lock ends with the run.
+    fd = os.open(tmp_path / "lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    drawer = profile.Drawer.start(close_fds=[fd])
+    try:
+        assert drawer is not None and drawer.process.is_alive()
+        os.close(fd)
+        again = os.open(tmp_path / "lock", os.O_RDWR)
+        fcntl.flock(again, fcntl.LOCK_EX | fcntl.LOCK_NB)  # raises if the drawing process still held the lock
+        os.close(again)
+    finally:
+        drawer.close()
+    assert not drawer.process.is_alive()
 
 
 def test_without_matplotlib_the_page_says_how_to_get_the_charts(tiny, monkeypatch):

@@ -301,18 +301,34 @@ def test_a_signal_stops_the_run_in_one_line_and_removes_its_staging(tmp_path, bu
     assert not _workers_of(proc.pid)
 
 
+def _forks_of(pid: int, command: bytes) -> list[int]:
+    """Processes running ``command`` (a run's command line) other than ``pid``: the run's forks, such as the one
+    drawing its page, whichever parent they have now."""
+    found = []
+    for p in Path("/proc").iterdir():
+        try:
+            if p.name.isdigit() and int(p.name) != pid and (p / "cmdline").read_bytes() == command:
+                found.append(int(p.name))
+        except OSError:
+            pass
+    return found
+
+
 def test_sigkill_leaves_no_worker_and_the_next_run_removes_its_staging(tmp_path, built):
     out = copy_warehouse(built, tmp_path / "out")
     proc = _start(out)
     _wait_for_staging(out, proc)
     workers = _workers_of(proc.pid)
     assert workers
+    command = Path(f"/proc/{proc.pid}/cmdline").read_bytes()
+    assert _forks_of(proc.pid, command), "no process drawing the page"
     proc.kill()
     proc.wait(timeout=10)
     deadline = time.monotonic() + 10
-    while _workers_of(proc.pid) and time.monotonic() < deadline:
+    while (_workers_of(proc.pid) or _forks_of(proc.pid, command)) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not _workers_of(proc.pid), "workers outlived a killed run"
+    assert not _forks_of(proc.pid, command), "the process drawing the page outlived a killed run"
     assert list((out / outdir.CONTROL).glob("staging-*"))
     r = cli(*BANKS, "--output_dir", str(out))
     assert r.returncode == 0
