@@ -172,7 +172,7 @@ def feed_line(summary: str) -> str:
     beside the CPU seconds they spent writing the rows themselves, and the sink's seconds for the dimensions'."""
     cpu = next((line for line in summary.splitlines() if line.startswith("cpu by step:")), "")
     steps = dict((k, float(v)) for k, v in re.findall(r"(\w+) ([\d.]+) s", cpu))
-    dims = re.search(r"\(tables [\d.]+, feed ([\d.]+)|\(feed ([\d.]+)", time_line(summary))
+    dims = re.search(r"[(,] ?feed ([\d.]+)", time_line(summary))  # the sink's steps, in brackets
     if "feed" not in steps or not steps.get("write"):
         return ""
     dim_s = float(next(g for g in dims.groups() if g)) if dims else 0.0

@@ -28,6 +28,7 @@ import io
 import json
 import logging
 import os
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,7 +93,8 @@ class Source:
             return None, None
 
 
-def open_source(root: Path, manifest: Optional[dict] = None, parquet: bool = False) -> Source:
+def open_source(root: Path, manifest: Optional[dict] = None, parquet: bool = False,
+                threads: Optional[int] = None) -> Source:
     """The warehouse in ``root`` (a generation or staging folder): its DuckDB file read-only, else (or with
     ``parquet``: while a run still builds that file) views over its Parquet files, which hold the same rows;
     ``manifest`` where the folder holds none yet (a run's, before it commits)."""
@@ -111,6 +113,8 @@ def open_source(root: Path, manifest: Optional[dict] = None, parquet: bool = Fal
                 con.execute(f"CREATE VIEW {table} AS SELECT * FROM {warehouse.read_parquet_sql(files)}")
                 names.add(table)
     con.execute("SET enable_progress_bar = false")
+    if threads:
+        con.execute(f"SET threads = {int(threads)}")
     if manifest is None:
         manifest = _read_json(root / outdir.MANIFEST) or {}
     truth = read_truth(root / TRUTH)
@@ -712,6 +716,7 @@ def _can_draw() -> bool:
 
 
 READY_SECONDS = 10.0  # a forked process that has not started by then is not used: the run draws its page itself
+DRAW_SECONDS = 600.0  # what a page may take once the rest of the run is done (scale 100: about 10 s)
 
 
 class Drawer:
@@ -719,8 +724,8 @@ class Drawer:
 
     Drawing is mostly Python (matplotlib), so in the run's process it would take turns with the change feed's
     Python for the interpreter, after the DuckDB build. ``start`` forks the drawing process early (while the run
-    is small: the pages it shares with the run are copied only where either writes), and it imports matplotlib
-    while the pipeline runs; ``submit`` hands it the finished Parquet files of a warehouse, which it reads while
+    holds few threads and little memory: the pages it shares with the run are copied only where either writes);
+    ``submit`` hands it the finished Parquet files of a warehouse, which it reads while
     the run builds the DuckDB file, writes the change feed and runs the quality gate; ``result`` waits for the
     page. The process ignores Ctrl-C (the run stops it), dies with the run even on SIGKILL, and holds none of
     the run's files open that ``close_fds`` names (the output directory's lock). Where a process cannot be
@@ -771,9 +776,13 @@ class Drawer:
         """The page and its warnings; ``RuntimeError`` with the drawing's error if it could not be drawn."""
         self.pending = False
         try:
+            deadline = time.monotonic() + DRAW_SECONDS
             while not self.conn.poll(0.1):  # polled, so Ctrl-C reaches the run at once
                 if not self.process.is_alive() and not self.conn.poll():
                     raise EOFError
+                if time.monotonic() > deadline:
+                    self.process.kill()
+                    raise RuntimeError(f"the page was not drawn within {DRAW_SECONDS:g} s after the tables")
             outcome = self.conn.recv()
         except (EOFError, OSError):
             raise RuntimeError(f"the process drawing the page ended (exit code {self.process.exitcode})") from None
@@ -812,8 +821,7 @@ def _drawing_process(conn, parent: int, close_fds: Sequence[int]) -> None:
         except OSError:
             pass
     conn.send("ready")
-    _can_draw()  # matplotlib loads while the run's pipeline runs
-    while True:
+    while True:  # matplotlib loads with the first page, beside the DuckDB build: not held through the pipeline
         try:
             job = conn.recv()
         except (EOFError, OSError):
@@ -822,16 +830,18 @@ def _drawing_process(conn, parent: int, close_fds: Sequence[int]) -> None:
             return
         root, manifest = job
         try:
-            page, warnings = build(Path(root), manifest, parquet=True)
+            # Half the cores: the run builds its DuckDB file and writes its feed meanwhile.
+            page, warnings = build(Path(root), manifest, parquet=True, threads=max(1, (os.cpu_count() or 1) // 2))
             conn.send(("page", page, warnings))
         except Exception as exc:
             conn.send(("error", first_line(exc)))
 
 
-def build(root: Path, manifest: Optional[dict] = None, parquet: bool = False) -> tuple[str, list[str]]:
+def build(root: Path, manifest: Optional[dict] = None, parquet: bool = False,
+          threads: Optional[int] = None) -> tuple[str, list[str]]:
     """The page of the warehouse in ``root`` (a generation or staging folder) and its warnings; ``parquet``:
-    read from its Parquet files (``open_source``)."""
-    src = open_source(Path(root), manifest, parquet)
+    read from its Parquet files, with DuckDB on at most ``threads`` threads (``open_source``)."""
+    src = open_source(Path(root), manifest, parquet, threads)
     try:
         charting = _can_draw()
         page, warnings = render(src, charting)

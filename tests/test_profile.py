@@ -143,7 +143,7 @@ def test_a_warehouse_without_facts_gets_a_page_of_notes(tmp_path):
 
 
 def test_a_page_that_cannot_be_drawn_never_fails_the_run(tmp_path, monkeypatch, capsys):
-    def broken(root, manifest=None, parquet=False):
+    def broken(root, manifest=None, parquet=False, threads=None):
         raise RuntimeError("simulated drawing failure")
 
     monkeypatch.setattr(profile, "build", broken)
@@ -200,6 +200,14 @@ def test_a_run_ends_its_drawing_process_and_holds_no_lock_through_it(tmp_path):
     finally:
         drawer.close()
     assert not drawer.process.is_alive()
+
+
+def test_the_page_is_drawn_aside_where_the_rest_of_the_sink_leaves_a_core():
+    from fmcg_beam.sinks import DRAW_ASIDE_ROWS, draws_aside
+
+    assert draws_aside(1_000_000, 2) and draws_aside(DRAW_ASIDE_ROWS - 1, 1)
+    assert not draws_aside(DRAW_ASIDE_ROWS, 2) and not draws_aside(16_000_000, 1)
+    assert draws_aside(16_000_000, 4) and draws_aside(100_000_000, 16)
 
 
 def test_without_matplotlib_the_page_says_how_to_get_the_charts(tiny, monkeypatch):
