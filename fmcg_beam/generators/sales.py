@@ -129,7 +129,8 @@ class _ByType:
     def pick(self, kind: np.ndarray, u: np.ndarray, side: str = "right") -> np.ndarray:
         """The index (0 .. W - 1) that uniforms ``u`` select in the distributions of types ``kind``."""
         at = np.searchsorted(self.flat, kind + u, side=side) - kind * self.width
-        return np.clip(at, 0, self.width - 1)
+        # np.clip's Python wrapper cost more than the search for the few lines of a small unit.
+        return np.minimum(np.maximum(at, 0, out=at), self.width - 1, out=at)
 
 
 def _priorities(seed: int, r_id: np.ndarray, r_region: np.ndarray, e_id: np.ndarray,
@@ -263,12 +264,15 @@ def _products(m: SalesInputs, streams: Streams, day: int, products: np.ndarray, 
     cdf = _ByType(cum / cum[:, -1:])
     idx = cdf.pick(kind, streams["product_id"].random(len(kind)))
     lines = np.arange(len(idx))  # the lines of the orders that may still hold a repeat
+    redrawn = np.zeros(int(order.max(initial=-1)) + 1, dtype=bool)  # by order: one of its lines was redrawn
     for _ in range(REDRAW_ROUNDS):
         again = lines[_repeats(order[lines], idx[lines], len(products))]
         if not len(again):
             break
         idx[again] = cdf.pick(kind[again], streams["product_id.repeat"].random(len(again)))
-        lines = np.flatnonzero(np.isin(order, order[again]))
+        redrawn[:] = False
+        redrawn[order[again]] = True
+        lines = np.flatnonzero(redrawn[order])
     else:
         # Orders holding most of a tiny assortment: finish line by line among the products not yet on the order.
         u = streams["product_id.finish"]
