@@ -278,11 +278,16 @@ def _build_duckdb(root: Path, tables: list[str], keys: DuckDBKeys, loaders: int,
         order = schema.dependency_order(tables)
         later = [t for t in order if t in keys.foreign and schema.table(t).fact_references]
         facts = [t for t in order if schema.table(t).is_fact and t not in later]
+        # One transaction for every table, comment and dimension row: DuckDB syncs its log at each commit, and a
+        # statement on its own is a commit (about 370 of them at any scale), each waiting on the disk behind the
+        # files the run has just written.
+        con.execute("BEGIN TRANSACTION")
         for name in (t for t in order if t not in later):
             tdef = schema.table(name)
             _create(con, name, keys, primary_key=name in keys.primary and not tdef.is_fact)
             if not tdef.is_fact:
                 con.execute(_insert_sql(name, parquet_files(root, name)))
+        con.execute("COMMIT")  # the facts' loaders, on connections of their own, see what is committed
         _load(con, root, facts, keys, loaders)
         for name in facts:
             _add_primary_key(con, name, keys)
