@@ -112,16 +112,18 @@ def set_state(exc: BaseException, state: str) -> None:
         pass
 
 
-# profile.html is drawn in a process of its own (profile.Drawer) where the rest of the sink leaves a core to it.
-# Measured on 2 cores: at scale 0.05 and 1 the DuckDB build and the feed keep about one core busy, and the sink
-# took 1.1 s and 0.55 s less; at scale 20 (16M rows) the build keeps both busy, and the page's queries over the
-# Parquet files slowed it by more than the page took after it (sink 14.5 s -> 16.5 s).
-DRAW_ASIDE_ROWS = 4_000_000
+# Where the sink's steps leave a core free, they run side by side: profile.html in a process of its own
+# (profile.Drawer), and with --sink parquet the quality gate beside the change feed. Measured on 2 cores: at scale
+# 0.05 and 1 the DuckDB build and the feed keep about one core busy, and the sink took 1.1 s and 0.55 s less; at
+# scale 20 (16M rows) the build keeps both busy, and the page's queries over the Parquet files slowed it by more than
+# the page took after it (sink 14.5 s -> 16.5 s); the Parquet sink's gate beside its feed likewise (8.9 s beside
+# 7.8 s, against about 8 s for the two in turn).
+SPARE_CORE_ROWS = 4_000_000
 
 
-def draws_aside(planned_rows: int, cores: int) -> bool:
-    """Whether a run of ``planned_rows`` on ``cores`` draws its page beside the rest of its sink."""
-    return cores > 2 or planned_rows < DRAW_ASIDE_ROWS
+def spare_core(planned_rows: int, cores: int) -> bool:
+    """Whether the sink of a run of ``planned_rows`` on ``cores`` leaves a core for a step beside the others."""
+    return cores > 2 or planned_rows < SPARE_CORE_ROWS
 
 
 class LocalSink(Sink):
@@ -176,7 +178,7 @@ class LocalSink(Sink):
 
         self._enter()
         self.stage = self.out.new_staging()
-        if draws_aside(sum(plan.rows.values()), os.cpu_count() or 1):
+        if spare_core(sum(plan.rows.values()), os.cpu_count() or 1):
             # Forked now, while the run holds few threads and little memory; it waits through the pipeline.
             self.drawer = profile.Drawer.start(close_fds=[fd for fd in [self.out.lock_fd] if fd is not None])
         record = increments.record(self.settings, plan.tables, self.previous)
@@ -211,7 +213,7 @@ class LocalSink(Sink):
                 self.feed = feed.result()
             self._timed("feed", self._store_feed)
             self.quality = self._timed("quality", self._check_quality, plan)
-        elif plan.increment is None:
+        elif plan.increment is None and spare_core(sum(plan.rows.values()), os.cpu_count() or 1):
             # Parquet: the gate reads the tables' files, the feed is written beside them; neither reads the other.
             with ThreadPoolExecutor(max_workers=1) as pool:
                 feed = pool.submit(self._timed, "feed", self._write_feed, plan, counters)

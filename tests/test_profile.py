@@ -203,11 +203,11 @@ def test_a_run_ends_its_drawing_process_and_holds_no_lock_through_it(tmp_path):
 
 
 def test_the_page_is_drawn_aside_where_the_rest_of_the_sink_leaves_a_core():
-    from fmcg_beam.sinks import DRAW_ASIDE_ROWS, draws_aside
+    from fmcg_beam.sinks import SPARE_CORE_ROWS, spare_core
 
-    assert draws_aside(1_000_000, 2) and draws_aside(DRAW_ASIDE_ROWS - 1, 1)
-    assert not draws_aside(DRAW_ASIDE_ROWS, 2) and not draws_aside(16_000_000, 1)
-    assert draws_aside(16_000_000, 4) and draws_aside(100_000_000, 16)
+    assert spare_core(1_000_000, 2) and spare_core(SPARE_CORE_ROWS - 1, 1)
+    assert not spare_core(SPARE_CORE_ROWS, 2) and not spare_core(16_000_000, 1)
+    assert spare_core(16_000_000, 4) and spare_core(100_000_000, 16)
 
 
 def test_without_matplotlib_the_page_says_how_to_get_the_charts(tiny, monkeypatch):
