@@ -175,7 +175,7 @@ def feed_line(summary: str) -> str:
     dims = re.search(r"[(,] ?feed ([\d.]+)", time_line(summary))  # the sink's steps, in brackets
     if "feed" not in steps or not steps.get("write"):
         return ""
-    dim_s = float(next(g for g in dims.groups() if g)) if dims else 0.0
+    dim_s = float(dims.group(1)) if dims else 0.0
     return (f"change feed: the facts' events {steps['feed']:.2f} cpu s beside {steps['write']:.2f} cpu s writing "
             f"the rows ({steps['feed'] / steps['write']:.2f}x); the dimensions' events {dim_s:.2f} s in the sink "
             "(beside the DuckDB build, if any)")

@@ -143,6 +143,7 @@ class LocalSink(Sink):
         self.feed: dict[str, int] = {}  # change events written, per table
         self.fact_feed = None  # the facts' events, written by the pipeline (fmcg_beam.changes.FactFeed)
         self.timings: dict[str, float] = {}  # wall seconds of each step of finish(), in order
+        self.side_by_side = False  # the sink's steps share the cores (spare_core), decided once per run
         self.drawer = None  # the process drawing profile.html (fmcg_beam.profile.Drawer), if one was forked
         self._open = False
 
@@ -178,7 +179,8 @@ class LocalSink(Sink):
 
         self._enter()
         self.stage = self.out.new_staging()
-        if spare_core(sum(plan.rows.values()), os.cpu_count() or 1):
+        self.side_by_side = spare_core(sum(plan.rows.values()), os.cpu_count() or 1)
+        if self.side_by_side:
             # Forked now, while the run holds few threads and little memory; it waits through the pipeline.
             self.drawer = profile.Drawer.start(close_fds=[fd for fd in [self.out.lock_fd] if fd is not None])
         record = increments.record(self.settings, plan.tables, self.previous)
@@ -213,7 +215,7 @@ class LocalSink(Sink):
                 self.feed = feed.result()
             self._timed("feed", self._store_feed)
             self.quality = self._timed("quality", self._check_quality, plan)
-        elif plan.increment is None and spare_core(sum(plan.rows.values()), os.cpu_count() or 1):
+        elif plan.increment is None and self.side_by_side:
             # Parquet: the gate reads the tables' files, the feed is written beside them; neither reads the other.
             with ThreadPoolExecutor(max_workers=1) as pool:
                 feed = pool.submit(self._timed, "feed", self._write_feed, plan, counters)
