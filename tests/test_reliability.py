@@ -267,17 +267,21 @@ def _wait_for_staging(out: Path, proc: subprocess.Popen, timeout: float = 60) ->
         time.sleep(0.1)
 
 
-def _workers_of(pid: int) -> list[int]:
+def _processes(match) -> list[int]:
+    """The pids of the processes whose /proc folder ``match`` accepts (one that ends meanwhile is skipped)."""
     found = []
     for p in Path("/proc").iterdir():
         try:
-            if p.name.isdigit() and b"fmcg_beam.worker" in (p / "cmdline").read_bytes():
-                env = (p / "environ").read_bytes()
-                if f"FMCG_RUN_PID={pid}\0".encode() in env:
-                    found.append(int(p.name))
+            if p.name.isdigit() and match(p):
+                found.append(int(p.name))
         except OSError:
             pass
     return found
+
+
+def _workers_of(pid: int) -> list[int]:
+    return _processes(lambda p: b"fmcg_beam.worker" in (p / "cmdline").read_bytes()
+                      and f"FMCG_RUN_PID={pid}\0".encode() in (p / "environ").read_bytes())
 
 
 @pytest.mark.parametrize("signum, code, group", [
@@ -304,14 +308,7 @@ def test_a_signal_stops_the_run_in_one_line_and_removes_its_staging(tmp_path, bu
 def _forks_of(pid: int, command: bytes) -> list[int]:
     """Processes running ``command`` (a run's command line) other than ``pid``: the run's forks, such as the one
     drawing its page, whichever parent they have now."""
-    found = []
-    for p in Path("/proc").iterdir():
-        try:
-            if p.name.isdigit() and int(p.name) != pid and (p / "cmdline").read_bytes() == command:
-                found.append(int(p.name))
-        except OSError:
-            pass
-    return found
+    return _processes(lambda p: int(p.name) != pid and (p / "cmdline").read_bytes() == command)
 
 
 def test_sigkill_leaves_no_worker_and_the_next_run_removes_its_staging(tmp_path, built):
