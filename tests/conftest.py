@@ -44,6 +44,18 @@ def lookups(ctx) -> Lookups:
     return build_lookups(ctx)
 
 
+def refused(file: str, doc: dict) -> str:
+    """The error ``reference.check`` gives a broken ``doc`` of the data file ``file``: one line that names the file
+    first (the test checks what else it names)."""
+    from fmcg_beam import reference
+
+    with pytest.raises(reference.ReferenceDataError) as err:
+        reference.check(file, doc)
+    message = str(err.value)
+    assert message.startswith(f"{file}: ") and "\n" not in message, message
+    return message
+
+
 def run_cli(*args: str) -> int:
     """Run ``python -m fmcg_beam`` in-process on one worker (fast start-up for tests)."""
     argv = list(args)
