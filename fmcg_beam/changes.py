@@ -4,13 +4,18 @@ warehouse from them alone.
 Layout, beside ``parquet/`` in a warehouse (or any ``root``)::
 
     changes/_feed.json                                  what the feed covers (see below)
-    changes/<table>/date=YYYY-MM-DD/<run_id>-<index>.parquet    the events of one table on one day, in order
+    changes/<table>/month=YYYY-MM/<YYYYMMDD>-<run_id>-<index>.parquet
+                                                        events of one table in one calendar month, in order
 
-A day's events of a table are one file, or several where the run's workers wrote them in parts (a fact's day
-that spans two shards); ``<index>`` is the file's first event's index among its table's events of the run,
-zero-padded, so the files of a day sort in order.
+A month's events of a table are one file per run that wrote them, or several where the run's workers wrote
+them in parts (a fact's days that span two shards) or an increment added days to the month. A file's name
+starts with the day of its first event; ``<index>`` is that event's index among its table's events of its run,
+zero-padded: the files of a month sort in the order of their events (a run's days never overlap another's).
+The months are the warehouse's own Parquet partitions (``fmcg_beam.warehouse``). A file per day would be finer,
+but a Parquet file costs about 1 ms to write whatever its rows, and at small scales most days of a table hold a
+few events: a month's file has the same events for a thirtieth of the files.
 
-``_feed.json`` holds ``format`` (``fmcg-beam-changes``), ``version`` (2), the ``release``, ``seed`` and ``scale``
+``_feed.json`` holds ``format`` (``fmcg-beam-changes``), ``version`` (3), the ``release``, ``seed`` and ``scale``
 of the warehouse, ``days`` (the ``[first, last]`` ranges of days whose events the feed holds, ISO dates),
 ``snapshot`` (the day of its initial snapshot, or null), ``tables`` (the warehouse's tables, as its manifest
 records them) and ``history`` (each dimension whose history table the feed carries, and that table). With a
@@ -78,7 +83,7 @@ import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Mapping, Sequence
+from typing import Callable, Iterator, Mapping, Sequence
 
 import duckdb
 import numpy as np
@@ -94,17 +99,18 @@ from fmcg_beam.timeline import EPOCH
 FEED_DIR = "changes"
 FEED_FILE = "_feed.json"
 FEED_FORMAT = "fmcg-beam-changes"
-FEED_VERSION = 2  # 2: source.pos by (day, table, index); files <run_id>-<index>.parquet
+FEED_VERSION = 3  # 2: source.pos by (day, table, index), a folder per day; 3: a folder per month, files
+                  # <YYYYMMDD>-<run_id>-<index>.parquet
 TABLE = "change_feed"
 MS_PER_DAY = 86_400_000
 UTC_OFFSET_MS = 8 * 3_600_000  # Asia/Manila, fmcg_beam.timeline.LAUNCH_TIMEZONE: UTC+8 all year since 1978
 POS_RANK_BITS = 8  # source.pos: (day << 8 | table rank) << 39 | index (``position``)
 POS_INDEX_BITS = 39
-INDEX_DIGITS = 12  # a day file's name: <run_id>-<index of its first event>.parquet
+INDEX_DIGITS = 12  # a file's name: <day>-<run_id>-<index of its first event>.parquet
 SMALL_FILE_ROWS = 1_000
-CHUNK_ROWS = 1_000_000  # events per query: a day range of a table, sorted in DuckDB, split into day files
+CHUNK_ROWS = 1_000_000  # events per query: a day range of a table, sorted in DuckDB, split into month files
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-_DAY_FOLDER = re.compile(r"^date=(\d{4}-\d{2}-\d{2})$")
+_MONTH_FOLDER = re.compile(r"^month=(\d{4}-\d{2})$")
 
 Day = dt.date | int
 
@@ -285,7 +291,7 @@ class FactFeed:
         return table in self.ranks
 
     def write(self, table: str, shard_id: str, batch: pa.RecordBatch, pool: ThreadPoolExecutor | None = None) -> int:
-        """The events of one generated shard of ``table``, one file per day (in ``pool``'s threads: Parquet writes
+        """The events of one generated shard of ``table``, one file per month (in ``pool``'s threads: Parquet writes
         release the GIL); the events written, once they are."""
         tdef = schema.table(table)
         days = warehouse.day_numbers(batch.column(tdef.partition_field))
@@ -297,7 +303,7 @@ class FactFeed:
         if hi <= lo:
             return 0
         events = fact_events(tdef, batch.slice(lo, hi - lo))
-        for f in _write_days(Path(self.root) / FEED_DIR, table, self.run_id, events, self.ranks[table],
+        for f in _write_months(Path(self.root) / FEED_DIR, table, self.run_id, events, self.ranks[table],
                              self.offsets[shard_id] + lo, pool=pool):
             f.result()
         return hi - lo
@@ -353,7 +359,7 @@ def write_changes(con: duckdb.DuckDBPyConnection, root: Path, first: Day, last: 
                     for f in pending:  # at most one chunk being written while the next is read
                         f.result()
                     at = int(np.searchsorted(days, lo))
-                    pending = _write_days(feed, t, run_id, events, ranks[t], int(before[at]), pool=pool,
+                    pending = _write_months(feed, t, run_id, events, ranks[t], int(before[at]), pool=pool,
                                           expect=(days, n))
             for f in pending:
                 f.result()
@@ -462,14 +468,14 @@ def _array(column: pa.ChunkedArray) -> pa.Array:
     return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
 
 
-def _write_days(feed: Path, table: str, run: str, events: pa.Table, rank: int, index: int, *,
-                pool: ThreadPoolExecutor | None = None,
-                expect: tuple[np.ndarray, np.ndarray] | None = None) -> list[Future]:
-    """Add the envelope's ``source`` to events in day order and write one file per day.
+def _write_months(feed: Path, table: str, run: str, events: pa.Table, rank: int, index: int, *,
+                  pool: ThreadPoolExecutor | None = None,
+                  expect: tuple[np.ndarray, np.ndarray] | None = None) -> list[Future]:
+    """Add the envelope's ``source`` to events in day order and write one file per calendar month.
 
-    ``index`` is the first event's place among the table's events of the run; a day's file is named by its own
-    first event's (``<run>-<index>.parquet``, zero-padded), so a day written in parts (by several workers)
-    sorts in order. ``expect``: the table's days with events and their counts, checked against the events.
+    ``index`` is the first event's place among the table's events of the run; a file is named by its first event's
+    day and index (``file_name``), so a month written in parts (by several workers, or chunk by chunk) sorts in
+    order. ``expect``: the table's days with events and their counts, checked against the events.
     Writes in ``pool`` (the futures are returned) or here.
     """
     n = events.num_rows
@@ -477,9 +483,9 @@ def _write_days(feed: Path, table: str, run: str, events: pa.Table, rank: int, i
         return []
     ms = events.column("ts_ms").to_numpy()
     event_day = (ms + UTC_OFFSET_MS) // MS_PER_DAY
-    starts = np.concatenate([[0], np.flatnonzero(np.diff(event_day)) + 1])
-    sizes = np.diff(np.append(starts, n))
     if expect is not None:
+        starts = np.concatenate([[0], np.flatnonzero(np.diff(event_day)) + 1])
+        sizes = np.diff(np.append(starts, n))
         days, counts = expect
         at = np.minimum(np.searchsorted(days, event_day[starts]), len(days) - 1)
         if not (np.array_equal(days[at], event_day[starts]) and np.array_equal(counts[at], sizes)):
@@ -492,9 +498,13 @@ def _write_days(feed: Path, table: str, run: str, events: pa.Table, rank: int, i
         names=["table", "run_id", "pos", "ts_ms", "snapshot"])
     out = pa.table({"op": events.column("op"), "before": events.column("before"), "after": events.column("after"),
                     "ts_ms": events.column("ts_ms"), "reason": events.column("reason"), "source": source})
+    month = event_day.astype("datetime64[D]").astype("datetime64[M]")
+    starts = np.concatenate([[0], np.flatnonzero(month[1:] != month[:-1]) + 1])
+    sizes = np.diff(np.append(starts, n))
     futures = []
     for start, size in zip(starts.tolist(), sizes.tolist()):
-        path = feed / table / f"date={iso(int(event_day[start]))}" / f"{run}-{index + start:0{INDEX_DIGITS}d}.parquet"
+        day = int(event_day[start])
+        path = feed / table / warehouse.month_folder(day) / file_name(day, run, index + start)
         if pool is None:
             _write_file(out.slice(start, size), path)
         else:
@@ -502,15 +512,21 @@ def _write_days(feed: Path, table: str, run: str, events: pa.Table, rank: int, i
     return futures
 
 
+def file_name(day: int, run: str, index: int) -> str:
+    """A feed file's name: the day of its first event, its run, and that event's index among its table's events of
+    the run (``<YYYYMMDD>-<run_id>-<index>.parquet``); names sort in the order of the events."""
+    return f"{iso(day).replace('-', '')}-{run}-{index:0{INDEX_DIGITS}d}.parquet"
+
+
 def _write_file(events: pa.Table, path: Path) -> None:
-    """One day's events of a table, atomically (a retried worker replaces its file, never doubles it). A day's
-    file is small, so what the writer does per column chunk dominates: dictionaries for text columns only and no
-    column statistics make it cost about 1.15x the plain rows (instead of 1.8x); a reader finds a day by its
+    """A month's events of a table, atomically (a retried worker replaces its file, never doubles it). A small
+    file's cost is what the writer does per column chunk: dictionaries for text columns only and no
+    column statistics make it cost about 1.15x the plain rows (instead of 1.8x); a reader finds a month by its
     folder, not by statistics. A file of fewer than ``SMALL_FILE_ROWS`` events is written without compression or
     dictionaries, which saves a sixth of its cost and few bytes."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
-    small = events.num_rows < SMALL_FILE_ROWS  # most of a dimension's days: a few events, nothing to compress
+    small = events.num_rows < SMALL_FILE_ROWS  # most of a dimension's months: a few events, nothing to compress
     pq.write_table(events, tmp, compression="none" if small else warehouse.PARQUET_COMPRESSION,
                    row_group_size=warehouse.PARQUET_ROW_GROUP, use_dictionary=False if small else
                    _text_columns(events.schema), write_statistics=False)
@@ -528,23 +544,56 @@ def _text_columns(fields: Sequence[pa.Field] | pa.Schema, prefix: str = "") -> l
     return out
 
 
-def _day_folders(feed: Path) -> Iterator[tuple[str, int, Path]]:
-    """(table, day number, folder) of every day folder of the feed."""
+def _month_folders(feed: Path) -> Iterator[tuple[str, tuple[int, int], Path]]:
+    """(table, (first, last) day number of the month, folder) of every month folder of the feed."""
     if not feed.is_dir():
         return
     for table_dir in sorted(p for p in feed.iterdir() if p.is_dir()):
         for folder in sorted(table_dir.iterdir()):
-            m = _DAY_FOLDER.match(folder.name)
-            if m and folder.is_dir():
-                yield table_dir.name, day_number(m.group(1)), folder
+            if _MONTH_FOLDER.match(folder.name) and folder.is_dir():
+                yield table_dir.name, warehouse.month_days(folder.name), folder
+
+
+def _event_days(events: pa.Table) -> np.ndarray:
+    return (events.column("ts_ms").to_numpy() + UTC_OFFSET_MS) // MS_PER_DAY
+
+
+def _keep_days(path: Path, keep: Callable[[np.ndarray], np.ndarray]) -> pa.Table | bool:
+    """The events of the feed file ``path`` on the days ``keep`` marks (it maps day numbers to a mask): ``True``
+    if that is all of them, ``False`` if none, else those events (a table to write under ``renamed``)."""
+    mask = keep(_event_days(pq.read_table(path, columns=["ts_ms"])))
+    if mask.all():
+        return True
+    if not mask.any():
+        return False
+    return pq.read_table(path).filter(pa.array(mask))
+
+
+def _renamed(events: pa.Table, folder: Path) -> Path:
+    """Where a file of ``events`` (the part of a file that is kept) goes: named by its first event (``file_name``)."""
+    source = events.column("source").chunk(0) if events.column("source").num_chunks == 1 else \
+        events.column("source").combine_chunks()
+    pos = int(source.field("pos")[0].as_py())
+    run = source.field("run_id")[0].as_py()
+    return folder / file_name(int(_event_days(events.slice(0, 1))[0]), run, pos & ((1 << POS_INDEX_BITS) - 1))
 
 
 def _clear_days(feed: Path, first: int, last: int, tables: Sequence[str]) -> None:
     """Drop the events of ``tables`` on days ``first``..``last`` a previous write left (a rerun never duplicates
-    them)."""
-    for table, day, folder in list(_day_folders(feed)):
-        if first <= day <= last and table in tables:
-            shutil.rmtree(folder)
+    them): a file with none of those days is kept, one with only those days removed, and one with both rewritten
+    with the other days' events."""
+    for table, (lo, hi), folder in list(_month_folders(feed)):
+        if table not in tables or hi < first or lo > last:
+            continue
+        for f in sorted(folder.glob("*.parquet")):
+            kept = _keep_days(f, lambda d: (d < first) | (d > last))
+            if kept is False:
+                f.unlink()
+            elif kept is not True:
+                to = _renamed(kept, folder)
+                _write_file(kept, to)
+                if to != f:
+                    f.unlink()
 
 
 # --- _feed.json --------------------------------------------------------------------------------------------------
@@ -582,10 +631,12 @@ def _update_meta(feed: Path, record: Mapping, days: list[list[int]], snapshot: i
 def merge_changes(old_root: Path, new_root: Path, first: Day, last: Day) -> int:
     """Give an increment's new generation ``new_root`` the current one's events outside ``first``..``last``.
 
-    Every ``date=D`` file of ``old_root/changes`` with D outside the days is hard-linked (no copy: the old
-    generation is dropped once the new one is current); the days' events are the new run's own. ``_feed.json``
-    covers both. Returns the files linked. Call it before ``write_changes`` (or pass ``previous`` to it), so a
-    ``change_feed`` table rebuilt from the files gets the old days too.
+    Every file of ``old_root/changes`` whose events are all on days outside ``first``..``last`` (and within the
+    days its ``_feed.json`` covers) is hard-linked (no copy: the old generation is dropped once the new one is
+    current); a file of a month the days cut is read, and its other days' events written anew; the days' events
+    are the new run's own. ``_feed.json`` covers both. Returns the files linked or rewritten. Call it before
+    ``write_changes`` (or pass ``previous`` to it), so a ``change_feed`` view built from the files gets the old
+    days too.
     """
     first_n, last_n = day_number(first), day_number(last)
     old_feed, new_feed = Path(old_root) / FEED_DIR, Path(new_root) / FEED_DIR
@@ -593,13 +644,25 @@ def merge_changes(old_root: Path, new_root: Path, first: Day, last: Day) -> int:
     if old is None or old.get("version") != FEED_VERSION:  # no feed, or one this release cannot extend: the new
         return 0                                              # one starts with this run (a replay asks for a full run)
     covered = [[day_number(a), day_number(b)] for a, b in old.get("days", [])]
+
+    def keep(days: np.ndarray) -> np.ndarray:
+        inside = np.zeros(len(days), dtype=bool)
+        for a, b in covered:
+            inside |= (days >= a) & (days <= b)
+        return inside & ((days < first_n) | (days > last_n))
+
     linked = 0
-    for table, day, folder in _day_folders(old_feed):
-        if first_n <= day <= last_n or not any(a <= day <= b for a, b in covered):
+    for table, (lo, hi), folder in _month_folders(old_feed):
+        whole = (hi < first_n or lo > last_n) and any(a <= lo and hi <= b for a, b in covered)
+        if not whole and not any(lo <= b and a <= hi for a, b in covered):
             continue
         for f in sorted(folder.glob("*.parquet")):
-            _link(f, new_feed / table / folder.name / f.name)
-            linked += 1
+            kept = True if whole else _keep_days(f, keep)
+            if kept is True:
+                _link(f, new_feed / table / folder.name / f.name)
+            elif kept is not False:
+                _write_file(kept, _renamed(kept, new_feed / table / folder.name))
+            linked += kept is not False
     new = _load_meta(new_feed)
     ranges = covered + [[first_n, last_n]] + [[day_number(a), day_number(b)] for a, b in (new or {}).get("days", [])]
     snaps = [day_number(s) for s in (old.get("snapshot"), (new or {}).get("snapshot")) if s is not None]
@@ -626,7 +689,8 @@ def _link(src: Path, dst: Path) -> None:
 # --- the DuckDB change_feed table --------------------------------------------------------------------------------
 
 def event_files(root: Path, table: str, first: Day | None = None, last: Day | None = None) -> list[str]:
-    """The feed's files of ``table`` (of days ``first``..``last`` if given), in day order."""
+    """The feed's files of ``table`` in the order of their events; given ``first``/``last``, those of the months
+    that hold any of those days (a file holds its month's days: filter its events by ``ts_ms`` for exact days)."""
     lo = -(1 << 40) if first is None else day_number(first)
     hi = 1 << 40 if last is None else day_number(last)
     base = _feed_of(Path(root)) / table
@@ -634,9 +698,10 @@ def event_files(root: Path, table: str, first: Day | None = None, last: Day | No
         return []
     out = []
     for folder in sorted(base.iterdir()):
-        m = _DAY_FOLDER.match(folder.name)
-        if m and lo <= day_number(m.group(1)) <= hi:
-            out += sorted(str(f) for f in folder.glob("*.parquet"))
+        if _MONTH_FOLDER.match(folder.name):
+            a, b = warehouse.month_days(folder.name)
+            if a <= hi and lo <= b:
+                out += sorted(str(f) for f in folder.glob("*.parquet"))
     return out
 
 
@@ -828,7 +893,7 @@ def replay(changes: Path, output_dir: Path, duckdb_keys: str = "auto") -> dict[s
                 _replay_history(con, feed, stage, schema.table(d), history_table(d))
         finally:
             con.close()
-        for table, _, folder in _day_folders(feed):
+        for table, _, folder in _month_folders(feed):
             for f in sorted(folder.glob("*.parquet")):
                 _link(f, stage / FEED_DIR / table / folder.name / f.name)
         shutil.copy2(feed / FEED_FILE, stage / FEED_DIR / FEED_FILE)
@@ -872,8 +937,7 @@ def _replay_table(con: duckdb.DuckDBPyConnection, feed: Path, stage: Path, tdef:
     if creates_only:  # a fact as generated: month by month, in the feed's order
         months: dict[str, list[str]] = {}
         for f in files:
-            day = day_number(_DAY_FOLDER.match(Path(f).parent.name).group(1))
-            months.setdefault(warehouse.month_folder(day), []).append(f)
+            months.setdefault(Path(f).parent.name, []).append(f)
         workers = max(2, min(4, os.cpu_count() or 1))
         with ThreadPoolExecutor(max_workers=workers) as pool:
             jobs: list[Future] = []

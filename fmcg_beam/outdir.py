@@ -421,7 +421,7 @@ def _syncfs(path: Path) -> bool:
     """Flush the whole file system holding ``path`` in one call (Linux ``syncfs``); False where there is none.
 
     One call instead of an ``fsync`` per file: the kernel writes back every dirty page and the journal once, so a
-    warehouse of thousands of small files (the change feed's day files) costs what its bytes cost.
+    warehouse of hundreds of small files (the change feed's month files) costs what its bytes cost.
     """
     syncfs = getattr(_libc(), "syncfs", None) if sys.platform.startswith("linux") else None
     if syncfs is None:

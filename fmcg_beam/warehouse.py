@@ -108,7 +108,7 @@ class WriteParquetShardFn(beam.DoFn):
         self._pool: ThreadPoolExecutor | None = None
 
     def setup(self) -> None:
-        if self.feed is not None:  # a shard's day files are written side by side
+        if self.feed is not None:  # a shard's month files are written side by side
             self._pool = ThreadPoolExecutor(max_workers=max(2, min(4, os.cpu_count() or 1)))
 
     def teardown(self) -> None:

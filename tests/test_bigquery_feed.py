@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from fmcg_beam import changes, quality, schema
+from fmcg_beam import changes, quality, schema, warehouse
 from fmcg_beam.bigquery import Target, feed, finish
 from fmcg_beam.emulator import Emulator
 
@@ -96,8 +96,11 @@ def bq_events(emu) -> list[Event]:
 
 
 def local_events(root: Path, first: str | None = None, last: str | None = None) -> list[Event]:
+    """The local feed's events (of days ``first``..``last``), compared by value."""
     files = [f for t in schema.load_all() for f in changes.event_files(changes.find_feed(root), t, first, last)]
-    return sorted(_event(r) for f in files for r in pq.read_table(f).to_pylist())
+    lo = changes.ts_ms(first) if first else -(1 << 62)
+    hi = changes.ts_ms(last) if last else 1 << 62
+    return sorted(_event(r) for f in files for r in pq.read_table(f).to_pylist() if lo <= r["ts_ms"] <= hi)
 
 
 @pytest.fixture(scope="module")
@@ -171,9 +174,9 @@ def test_the_feed_read_back_replays_to_the_warehouse(emulator, loads, local, tmp
     root = tmp_path / "changes"
     by_file: dict[tuple[str, str, str], list[dict]] = {}
     for r in rows.to_pylist():
-        key = (r["source"]["table"], r["event_date"].isoformat(), r["source"]["run_id"])
+        key = (r["source"]["table"], warehouse.month_folder(changes.day_number(r["event_date"])), r["source"]["run_id"])
         by_file.setdefault(key, []).append(r)
-    for (table, day, run), events in by_file.items():
+    for (table, month, run), events in by_file.items():
         tdef = schema.table(table)
         struct = pa.struct([pa.field(c.name, c.arrow_type) for c in tdef.columns])
         events.sort(key=lambda e: e["source"]["pos"])
@@ -185,7 +188,8 @@ def test_the_feed_read_back_replays_to_the_warehouse(emulator, loads, local, tmp
             "reason": pa.array([e["reason"] for e in events], pa.string()),
             "source": [e["source"] for e in events]})
         first_index = events[0]["source"]["pos"] & ((1 << changes.POS_INDEX_BITS) - 1)
-        path = root / table / f"date={day}" / f"{run}-{first_index:0{changes.INDEX_DIGITS}d}.parquet"
+        day = (events[0]["ts_ms"] + changes.UTC_OFFSET_MS) // changes.MS_PER_DAY
+        path = root / table / month / changes.file_name(day, run, first_index)
         path.parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(data, path)
     record = manifest(local)["warehouse"]

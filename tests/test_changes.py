@@ -190,12 +190,14 @@ def test_events_are_in_order_and_positions_follow_day_table_and_key(synthetic):
         for f in changes.event_files(synthetic, table):
             rows = pq.read_table(f).to_pylist()
             assert [r["source"]["pos"] for r in rows] == sorted(r["source"]["pos"] for r in rows)
-            assert len({r["ts_ms"] for r in rows}) == 1
+            days = [(r["ts_ms"] + changes.UTC_OFFSET_MS) // changes.MS_PER_DAY for r in rows]
+            assert {warehouse.month_folder(d) for d in days} == {Path(f).parent.name}  # a month per folder
             first = rows[0]["source"]
-            assert Path(f).name == f"{first['run_id']}-{first['pos'] & mask:0{changes.INDEX_DIGITS}d}.parquet"
+            assert Path(f).name == (f"{str(changes.iso(days[0])).replace('-', '')}-{first['run_id']}-"
+                                    f"{first['pos'] & mask:0{changes.INDEX_DIGITS}d}.parquet")
             pk = schema.table(table).primary_key
-            keys = [tuple((r["after"] or r["before"])[k] for k in pk) + (r["source"]["ts_ms"],) for r in rows]
-            assert keys == sorted(keys)
+            keys = [(d, *((r["after"] or r["before"])[k] for k in pk), r["source"]["ts_ms"]) for d, r in zip(days, rows)]
+            assert keys == sorted(keys)  # by day, then key
             for r in rows:
                 day = (r["ts_ms"] + changes.UTC_OFFSET_MS) // changes.MS_PER_DAY
                 assert r["source"]["pos"] == changes.position(day, rank, r["source"]["pos"] & mask)
@@ -230,6 +232,30 @@ def test_the_same_warehouse_gives_the_same_bytes(synthetic, tmp_path):
                                  f"FROM {changes.TABLE}").fetchone()
     con.close()
     assert rows == distinct == sum(pq.read_metadata(f).num_rows for f in (again / changes.FEED_DIR).rglob("*.parquet"))
+
+
+def test_a_rerun_of_some_days_replaces_only_theirs(synthetic, tmp_path):
+    """Rewriting days that cut a month's files keeps the other days' events of those files, once each."""
+    again = tmp_path / "again"
+    shutil.copytree(synthetic, again)
+    before = {t: _events(again, t) for t in changes.feed_tables(_record(again))}
+    _write(again, INC_FIRST, LAST, full=False)  # days 15..21 of the month 2024-01, as a run of its own
+    run = changes.run_id(_record(again), INC_FIRST, LAST)
+
+    def day(event: dict) -> int:
+        return (event["ts_ms"] + changes.UTC_OFFSET_MS) // changes.MS_PER_DAY
+
+    def bare(events: list[dict]) -> list[tuple]:
+        return [(e["op"], e["before"], e["after"], e["ts_ms"], e["reason"], e["source"]["ts_ms"]) for e in events]
+
+    cut = changes.day_number(INC_FIRST)
+    for table, old in before.items():
+        events = _events(again, table)
+        assert [e["source"]["pos"] for e in events] == sorted(e["source"]["pos"] for e in events), table  # file order
+        assert [e for e in events if day(e) < cut] == [e for e in old if day(e) < cut], table
+        assert all(e["source"]["run_id"] == run for e in events if day(e) >= cut), table
+        if table != "dim_date":  # an increment creates its days' calendar rows on their days, not in a snapshot
+            assert bare([e for e in events if day(e) >= cut]) == bare([e for e in old if day(e) >= cut]), table
 
 
 def test_replay_equals_the_warehouse_with_its_history(synthetic, tmp_path):
@@ -312,16 +338,32 @@ def test_an_increment_links_old_days_and_replaces_its_own(built, tmp_path):
     _write(new, INC_FIRST, INC_LAST, full=False, previous=old)
 
     feed_old, feed_new = old / changes.FEED_DIR, new / changes.FEED_DIR
+    old_run, run = changes.run_id(_record(old), FIRST, LAST), changes.run_id(_record(new), INC_FIRST, INC_LAST)
+
+    def day(event: dict) -> dt.date:
+        return dt.date(1970, 1, 1) + dt.timedelta(days=(event["ts_ms"] + changes.UTC_OFFSET_MS) // changes.MS_PER_DAY)
+
+    cut = 0
     for f in feed_old.rglob("*.parquet"):
-        day = dt.date.fromisoformat(f.parent.name.removeprefix("date="))
+        days = {day(e) for e in pq.read_table(f).to_pylist()}
         twin = feed_new / f.relative_to(feed_old)
-        if day < INC_FIRST:
+        if max(days) < INC_FIRST:
             assert os.path.samefile(f, twin)  # linked, not copied
-        else:
-            assert not twin.exists()  # the increment's run wrote its own file for that day
-    run = changes.run_id(_record(new), INC_FIRST, INC_LAST)
-    window = [f for f in feed_new.rglob("*.parquet") if f.parent.name >= f"date={INC_FIRST}"]
-    assert window and all(f.name.startswith(f"{run}-") and f.stat().st_nlink == 1 for f in window)
+        else:  # a file the increment's days cut: its earlier days written anew, the rest the increment's own
+            assert not twin.exists() or twin.stat().st_nlink == 1
+            cut += 1
+    assert cut  # the increment starts inside the old feed's month
+    for table in changes.feed_tables(_record(new)):
+        kept = [e for e in _events(old, table) if day(e) < INC_FIRST]
+        events = _events(new, table)
+        assert [e for e in events if e["source"]["run_id"] == old_run] == kept, table
+        assert all(INC_FIRST <= day(e) <= INC_LAST for e in events if e["source"]["run_id"] == run), table
+        assert {e["source"]["run_id"] for e in events} <= {old_run, run}
+    for table in changes.feed_tables(_record(new)):  # the files of a month sort in their events' order
+        pos = [e["source"]["pos"] for e in _events(new, table)]
+        assert pos == sorted(pos), table
+    window = [f for f in feed_new.rglob("*.parquet") if f.name.split("-")[1] == run]
+    assert window and all(f.stat().st_nlink == 1 and f.name >= INC_FIRST.strftime("%Y%m%d") for f in window)
     meta = json.loads((feed_new / changes.FEED_FILE).read_text())
     assert meta["days"] == [[str(FIRST), str(INC_LAST)]] and meta["snapshot"] == str(FIRST)
 
@@ -349,8 +391,8 @@ def test_replay_applies_a_delete(synthetic, tmp_path):
     shutil.copytree(synthetic / changes.FEED_DIR, feed, copy_function=os.link)
     created = [e for e in _events(synthetic, "dim_products") if e["after"]["product_id"] % 4 == 1]
     gone = created[0]["after"]
-    day = feed / "dim_products" / f"date={LAST}"
-    template = pq.read_table(next((synthetic / changes.FEED_DIR / "dim_products").glob("date=*/*.parquet")))
+    day = feed / "dim_products" / warehouse.month_folder(changes.day_number(LAST))
+    template = pq.read_table(next((synthetic / changes.FEED_DIR / "dim_products").glob("month=*/*.parquet")))
     delete = {"op": "d", "before": gone, "after": None, "ts_ms": changes.ts_ms(LAST), "reason": None,
               "source": {"table": "dim_products", "run_id": "deletes", "pos": 0, "ts_ms": changes.ts_ms(LAST),
                          "snapshot": False}}
