@@ -745,10 +745,11 @@ def store_changes(con: duckdb.DuckDBPyConnection, root: Path, first: Day | None 
 
 
 @contextlib.contextmanager
-def open_warehouse(root: Path, record: Mapping, parquet: bool = False
+def open_warehouse(root: Path, record: Mapping, parquet: bool = False, skip: Sequence[str] = ()
                    ) -> Iterator[tuple[duckdb.DuckDBPyConnection, bool]]:
     """``(connection, is_duckdb_file)`` over the warehouse in ``root``: its DuckDB file if it has one (and not
-    ``parquet``), else views over its Parquet files (the tables of ``record`` and their history tables)."""
+    ``parquet``), else views over its Parquet files (the tables of ``record`` and their history tables, less
+    ``skip``: tables not to read, whose files may still be being written)."""
     root = Path(root)
     db = root / outdir.DUCKDB_FILE
     use_file = db.exists() and not parquet
@@ -757,6 +758,8 @@ def open_warehouse(root: Path, record: Mapping, parquet: bool = False
         con.execute("SET enable_progress_bar = false")
         if not use_file:
             for t in [*record["tables"], *HISTORY.values()]:
+                if t in skip:
+                    continue
                 files = warehouse.parquet_files(root, t)
                 if files and t not in _relations(con):
                     con.execute(f"CREATE VIEW {t} AS SELECT * FROM {warehouse.read_parquet_sql(files)}")
@@ -774,9 +777,10 @@ def write_warehouse_changes(root: Path, first: Day, last: Day, *, run_id: str, r
     ``store`` (default: when it has a DuckDB file) also makes its ``change_feed`` view, reading the feed from
     ``where`` (see ``store_changes``). ``written``: the tables whose events the pipeline wrote (``FactFeed``).
     ``parquet``: read the tables from the Parquet files even if there is a DuckDB file (one may be being built
-    meanwhile; ``store_view`` gives it the view afterwards).
+    meanwhile; ``store_view`` gives it the view afterwards), and not those of ``written`` (the pipeline may still be
+    writing them).
     """
-    with open_warehouse(root, record, parquet) as (con, is_file):
+    with open_warehouse(root, record, parquet, skip=list(written or {}) if parquet else ()) as (con, is_file):
         counts = write_changes(con, root, first, last, run_id=run_id, record=record, full=full,
                                previous=previous, store=is_file if store is None else store and is_file,
                                where=where, written=written)

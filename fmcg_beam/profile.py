@@ -28,7 +28,6 @@ import io
 import json
 import logging
 import os
-import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +37,7 @@ import duckdb
 import numpy as np
 
 from fmcg_beam import outdir, warehouse
+from fmcg_beam.forked import Forked
 from fmcg_beam.options import OptionsError
 
 log = logging.getLogger(__name__)
@@ -715,112 +715,53 @@ def _can_draw() -> bool:
         return False
 
 
-READY_SECONDS = 10.0  # a forked process that has not started by then is not used: the run draws its page itself
 DRAW_SECONDS = 600.0  # what a page may take once the rest of the run is done (scale 100: about 10 s)
 
 
-class Drawer:
-    """Draws a run's page in a process of its own, beside the rest of the run's work.
+class Drawer(Forked):
+    """Draws a run's page in a process of its own (``fmcg_beam.forked``), beside the rest of the run's work.
 
     Drawing is mostly Python (matplotlib), so in the run's process it would take turns with the change feed's
-    Python for the interpreter, after the DuckDB build. ``start`` forks the drawing process early (while the run
-    holds few threads and little memory: the pages it shares with the run are copied only where either writes);
-    ``submit`` hands it the finished Parquet files of a warehouse, which it reads while
-    the run builds the DuckDB file, writes the change feed and runs the quality gate; ``result`` waits for the
-    page. The process ignores Ctrl-C (the run stops it), dies with the run even on SIGKILL, and holds none of
-    the run's files open that ``close_fds`` names (the output directory's lock). Where a process cannot be
-    forked, ``start`` returns ``None`` and the run draws the page itself.
+    Python for the interpreter, after the DuckDB build. ``start`` forks the drawing process as the run starts, and
+    it loads matplotlib while the pipeline runs; ``submit`` hands it the finished Parquet files of a warehouse,
+    which it reads while the run completes its DuckDB file, its change feed and its quality gate; ``result`` waits
+    for the page. Where no process can be forked, ``start`` returns ``None`` and the run draws the page itself.
     """
 
+    what = "the process drawing the page"
+
     def __init__(self, process, conn):
-        self.process = process
-        self.conn = conn
+        super().__init__(process, conn)
         self.pending = False
 
     @classmethod
     def start(cls, close_fds: Sequence[int] = ()) -> Optional["Drawer"]:
-        import multiprocessing
-        import sys
-
-        if not sys.platform.startswith("linux"):  # fork is Linux's; elsewhere the run draws its page itself
-            return None
-        process = None
-        try:
-            ctx = multiprocessing.get_context("fork")
-            parent, child = ctx.Pipe()
-            process = ctx.Process(target=_drawing_process, args=(child, os.getpid(), tuple(close_fds)),
-                                  name="fmcg-beam-profile", daemon=True)
-            process.start()
-            child.close()
-            # Ready once it has closed ``close_fds``: from then on the run's lock is the run's alone.
-            if not (parent.poll(READY_SECONDS) and parent.recv() == "ready"):
-                raise OSError(f"the drawing process was not ready within {READY_SECONDS:g} s")
-        except (OSError, ValueError, EOFError) as exc:
-            log.debug("drawing the page in the run's process: %s", exc)
-            if process is not None and process.is_alive():
-                process.kill()
-                process.join()
-            return None
-        return cls(process, parent)
+        return cls.fork(_drawing_process, close_fds=close_fds, name="fmcg-beam-profile")
 
     def submit(self, root: Path, manifest: dict) -> None:
-        """Start drawing the page of the warehouse whose Parquet files are complete in ``root``; a process that
-        has died is found out by ``result``."""
+        """Start drawing the page of the warehouse whose Parquet files are complete in ``root``."""
         self.pending = True
-        try:
-            self.conn.send((str(root), manifest))
-        except OSError:
-            pass
+        self.send((str(root), manifest))
 
     def result(self) -> tuple[str, list[str]]:
         """The page and its warnings; ``RuntimeError`` with the drawing's error if it could not be drawn."""
         self.pending = False
-        try:
-            deadline = time.monotonic() + DRAW_SECONDS
-            while not self.conn.poll(0.1):  # polled, so Ctrl-C reaches the run at once
-                if not self.process.is_alive() and not self.conn.poll():
-                    raise EOFError
-                if time.monotonic() > deadline:
-                    self.process.kill()
-                    raise RuntimeError(f"the page was not drawn within {DRAW_SECONDS:g} s after the tables")
-            outcome = self.conn.recv()
-        except (EOFError, OSError):
-            raise RuntimeError(f"the process drawing the page ended (exit code {self.process.exitcode})") from None
+        outcome = self.receive(DRAW_SECONDS)
         if outcome[0] == "error":
             raise RuntimeError(outcome[1])
         return outcome[1], outcome[2]
 
     def close(self) -> None:
         """Stop the process: at once if it is still drawing a page no one will wait for."""
-        try:
-            if not self.pending:
-                self.conn.send(None)
-        except OSError:
-            pass
-        self.process.join(1.0 if not self.pending else 0)
-        if self.process.is_alive():
-            self.process.kill()
-            self.process.join()
-        self.conn.close()
+        if not self.pending:
+            self.send(None)
+        self.end(1.0 if not self.pending else 0)
 
 
-def _drawing_process(conn, parent: int, close_fds: Sequence[int]) -> None:
+def _drawing_process(conn) -> None:
     """``Drawer``'s process: a page for each warehouse it is handed, until it is handed ``None``."""
-    import gc
-    import signal
-
     from fmcg_beam.faults import first_line
-    from fmcg_beam.worker import die_with
 
-    gc.freeze()  # the run's objects, shared with it, stay unwritten: the collector never walks them here
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    die_with(parent)
-    for fd in close_fds:
-        try:
-            os.close(fd)
-        except OSError:
-            pass
-    conn.send("ready")
     _can_draw()  # matplotlib loads while the run's pipeline runs (about 40 MB, on a core the pipeline leaves free)
     while True:
         try:

@@ -120,8 +120,10 @@ class RunReport:
     # Wall seconds by phase, in order: plan, set-up (the sink, building the pipeline), pipeline, the sink's
     # finish; the CLI puts start-up (interpreter and imports) first.
     phases: dict[str, float] = field(default_factory=dict)
-    # Wall seconds of the sink's finish by step (tables, feed, quality, commit), where it says.
+    # Wall seconds of the sink's finish by step (tables, feed, quality, commit), where it says; and of the steps it
+    # took beside the pipeline (``sinks.EarlyBuild``: dimensions, facts, feed), which overlap it.
     sink_steps: dict[str, float] = field(default_factory=dict)
+    beside_steps: dict[str, float] = field(default_factory=dict)
     # The quality gate's report over the destination (None where the run did not wait for it), and the
     # violations the generating side counted (``quality:<check>`` Beam counters), by check.
     quality: QualityReport | None = None
@@ -158,6 +160,10 @@ class RunReport:
             if self.sink_steps:
                 steps = ", ".join(f"{k} {v:.2f}" for k, v in self.sink_steps.items())
                 parts = [p + f" ({steps})" if p.startswith(f"{self.settings.sink} ") else p for p in parts]
+            if self.beside_steps:
+                steps = ", ".join(f"{k} {v:.2f}" for k, v in self.beside_steps.items())
+                parts = [p + f" (the {self.settings.sink} sink's first steps beside it: {steps})"
+                         if p.startswith("pipeline ") else p for p in parts]
             lines.append("time: " + ", ".join(parts) + f" (wall {sum(self.phases.values()):.1f} s)")
         if self.quality is not None:
             lines += self.quality.summary_lines()
@@ -241,6 +247,7 @@ def run(settings: Settings, beam_argv: list[str] | None = None, wait: bool = Tru
         report.phases = {"plan": planned - started, "set-up": built - planned,
                          "pipeline": finish_started - built, settings.sink: report.sink_seconds}
         report.sink_steps = dict(getattr(sink, "timings", {}))
+        report.beside_steps = dict(getattr(sink, "beside", {}))
     except BaseException as exc:
         error = sink.fail(exc)
         if error is exc:

@@ -27,13 +27,17 @@ import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, ContextManager, Optional
+from typing import Callable, ContextManager, Optional, Sequence
 
 import apache_beam as beam
 import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
 
-from fmcg_beam import __version__, increments, outdir, quality, warehouse
+from fmcg_beam import __version__, increments, outdir, quality, schema, warehouse
 from fmcg_beam import plan as planning
+from fmcg_beam.faults import first_line, is_disk_full
+from fmcg_beam.forked import Forked
 from fmcg_beam.options import Settings
 
 log = logging.getLogger(__name__)
@@ -112,8 +116,9 @@ def set_state(exc: BaseException, state: str) -> None:
         pass
 
 
-# Where the sink's steps leave a core free, they run side by side: profile.html in a process of its own
-# (profile.Drawer), and with --sink parquet the quality gate beside the change feed. Measured on 2 cores: at scale
+# Where the sink's steps leave a core free, they run side by side: its first steps beside the pipeline, in a process
+# of its own (EarlyBuild), profile.html in another (profile.Drawer), and with --sink parquet the quality gate beside
+# the change feed. Measured on 2 cores: at scale
 # 0.05 and 1 the DuckDB build and the feed keep about one core busy, and the sink took 1.1 s and 0.55 s less; at
 # scale 20 (16M rows) the build keeps both busy, and the page's queries over the Parquet files slowed it by more than
 # the page took after it (sink 14.5 s -> 16.5 s); the Parquet sink's gate beside its feed likewise (8.9 s beside
@@ -124,6 +129,162 @@ SPARE_CORE_ROWS = 4_000_000
 def spare_core(planned_rows: int, cores: int) -> bool:
     """Whether the sink of a run of ``planned_rows`` on ``cores`` leaves a core for a step beside the others."""
     return cores > 2 or planned_rows < SPARE_CORE_ROWS
+
+
+class EarlyBuild(Forked):
+    """The local sink's first steps, taken in a process of its own while the pipeline still writes later tables.
+
+    The pipeline writes its tables level by level: the dimensions first, then the facts that read them (the
+    inventory last, from the sales' totals). A table's Parquet files are complete when their footers' rows add up
+    to the plan's (each file is renamed into place whole). Once every dimension's are, the process writes the
+    dimensions' change events and, with ``--sink duckdb``, creates the DuckDB file's tables and loads the
+    dimensions (``warehouse.DuckDBBuild``); then it loads each fact whose files are complete, with its keys, while
+    the pipeline generates the next level. When the pipeline has ended, ``result`` has it load the rest and close
+    the file. Used where the sink has a core to spare (``spare_core``): an in-process pipeline keeps about one
+    core busy, and its interpreter; a thread of the run's own process took turns with it and slowed it by more
+    than it saved (at scale 0.05 the pipeline took 3.7-4.0 s instead of 2.3-2.8 s).
+
+    A DuckDB step that fails here (other than for a full disk) is not the run's failure: ``result`` says so, and
+    the run builds the file again from the start. A process that dies leaves the run to do all of it itself
+    (``discard`` removes what it wrote). Stopped early (the pipeline failed, Ctrl-C), it is killed: what it wrote is
+    in the staging folder, which the run discards.
+    """
+
+    what = "the process building the warehouse beside the pipeline"
+    TICK = 0.1  # seconds between two looks at the files
+    SECONDS = 3600.0  # what the rest of its work may take once the pipeline has ended
+
+    @classmethod
+    def start(cls, sink: "LocalSink", plan, close_fds: Sequence[int] = ()) -> Optional["EarlyBuild"]:
+        """Fork the process for ``plan``'s run into ``sink``'s staging folder; ``None`` where it cannot be used (an
+        increment, which merges into the current warehouse, or no fork)."""
+        if plan.increment is not None:
+            return None
+        return cls.fork(_early_build, (sink, plan), close_fds=close_fds, name="fmcg-beam-early")
+
+    def result(self) -> tuple[Optional[dict[str, int]], bool, dict[str, float]]:
+        """Once the pipeline has ended: ``(feed, built, timings)``, the dimensions' change events per table
+        (``None``: the process did not write them), whether the DuckDB file is complete, and the wall seconds of
+        its steps. The error of a step that must fail the run (the feed's, a full disk) is raised here."""
+        self.send("ended")
+        try:
+            outcome = self.receive(self.SECONDS)
+        except RuntimeError as exc:
+            log.warning("%s; the run takes its steps itself", exc)
+            return None, False, {}
+        finally:
+            self.end(1.0)
+        if outcome[0] == "error":
+            raise outcome[1]
+        _, feed, built, timings, rebuild = outcome
+        if rebuild:
+            log.debug("the DuckDB file begun beside the pipeline failed (%s); building it again", rebuild)
+        return feed, built, timings
+
+    def stop(self) -> None:
+        """End the process at once (the run failed or stopped)."""
+        self.end(0)
+
+    @staticmethod
+    def discard(stage: Path, plan) -> None:
+        """Remove what a process that died wrote in ``stage``: the DuckDB file and the dimensions' change events
+        (the facts' are the pipeline's)."""
+        from fmcg_beam import changes
+
+        warehouse.remove_duckdb(stage)
+        feed = stage / changes.FEED_DIR
+        for t in plan.tables:
+            if not schema.table(t).is_fact:
+                shutil.rmtree(feed / t, ignore_errors=True)
+        for f in feed.glob(f".{changes.FEED_FILE}*"):
+            f.unlink()
+
+
+def _complete(stage: Path, table: str, want: int, seen: dict[str, int]) -> bool:
+    """Whether ``table``'s files in ``stage`` hold its ``want`` planned rows; ``seen`` caches each file's rows."""
+    if want <= 0:
+        return False
+    got = 0
+    for f in warehouse.parquet_files(stage, table):
+        if f not in seen:
+            try:
+                seen[f] = pq.read_metadata(f).num_rows
+            except (OSError, pa.ArrowException):  # replaced meanwhile: read it at the next look
+                return False
+        got += seen[f]
+    return got == want
+
+
+def _early_build(conn, sink: "LocalSink", plan) -> None:
+    """``EarlyBuild``'s process: its steps, each once the files it reads are complete (or the run's finish says the
+    pipeline has ended: then every table's files are, an empty one for a table without rows); then
+    ``("done", feed, built, timings, rebuild_reason)``, or ``("error", exception)``."""
+    stage, rows = sink.stage, plan.rows
+    duck = sink.settings.sink == "duckdb"
+    keys = warehouse.choose_keys(sink.settings.duckdb_keys, rows) if duck else None
+    dims = [t for t in plan.tables if not schema.table(t).is_fact]
+    read = [t for t in plan.tables if t not in sink.fact_feed.ranks]  # what the feed derives events from
+    timings: dict[str, float] = {}
+    seen: dict[str, int] = {}
+    ended = False
+
+    def timed(step: str, fn, *args):
+        started = time.perf_counter()
+        try:
+            return fn(*args)
+        finally:
+            timings[step] = timings.get(step, 0.0) + time.perf_counter() - started
+
+    def ready(tables) -> bool:
+        return ended or all(_complete(stage, t, rows[t], seen) for t in tables)
+
+    pool = ThreadPoolExecutor(max_workers=1)
+    feed = None
+    build: Optional[warehouse.DuckDBBuild] = None
+    waiting: list[str] = []
+    rebuild: Optional[str] = None
+    try:
+        while True:
+            if feed is None and ready(read):
+                feed = pool.submit(timed, "feed", sink._write_feed, plan, True)
+            if duck and rebuild is None:
+                try:
+                    if build is None and ready(dims):
+                        build = warehouse.DuckDBBuild(stage, list(plan.tables), keys, None,
+                                                      warehouse.duckdb_config(keys, rows))
+                        timed("dimensions", build.dimensions)
+                        waiting = [t for t in build.facts if rows[t] > 0]
+                        continue
+                    fact = next((t for t in waiting if not ended and _complete(stage, t, rows[t], seen)), None)
+                    if fact is not None:
+                        timed("facts", build.fact, fact)
+                        waiting.remove(fact)
+                        continue
+                    if ended and build is not None:
+                        timed("rest", build.complete)
+                except duckdb.Error as exc:
+                    if is_disk_full(exc):
+                        raise
+                    rebuild = first_line(exc)
+                    if build is not None:
+                        build.close()
+                    warehouse.remove_duckdb(stage)
+            if ended:
+                break
+            if conn.poll(EarlyBuild.TICK):  # "ended": the run's death kills this process instead
+                conn.recv()
+                ended = True
+        counts = feed.result()
+        conn.send(("done", counts, duck and rebuild is None, timings, rebuild))
+    except BaseException as exc:
+        try:
+            conn.send(("error", exc))
+        except Exception:  # an exception that does not pickle: its first line
+            conn.send(("error", RuntimeError(first_line(exc))))
+    finally:
+        if build is not None:
+            build.close()
+        pool.shutdown(wait=False)
 
 
 class LocalSink(Sink):
@@ -143,8 +304,10 @@ class LocalSink(Sink):
         self.feed: dict[str, int] = {}  # change events written, per table
         self.fact_feed = None  # the facts' events, written by the pipeline (fmcg_beam.changes.FactFeed)
         self.timings: dict[str, float] = {}  # wall seconds of each step of finish(), in order
+        self.beside: dict[str, float] = {}  # wall seconds of each step an EarlyBuild took, mostly beside the pipeline
         self.side_by_side = False  # the sink's steps share the cores (spare_core), decided once per run
         self.drawer = None  # the process drawing profile.html (fmcg_beam.profile.Drawer), if one was forked
+        self.early: Optional[EarlyBuild] = None  # the first steps, taken beside the pipeline where a core is spare
         self._open = False
 
     @property
@@ -180,15 +343,19 @@ class LocalSink(Sink):
         self._enter()
         self.stage = self.out.new_staging()
         self.side_by_side = spare_core(sum(plan.rows.values()), os.cpu_count() or 1)
-        if self.side_by_side:
-            # Forked now, while the run holds few threads and little memory; it waits through the pipeline.
-            self.drawer = profile.Drawer.start(close_fds=[fd for fd in [self.out.lock_fd] if fd is not None])
         record = increments.record(self.settings, plan.tables, self.previous)
         first, last = plan.context.fact_window
         self.fact_feed = changes.FactFeed.of(plan, record, self.stage, changes.run_id(record, first, last))
+        if self.side_by_side:
+            # Forked now, while the run holds few threads and little memory; the first works through the pipeline,
+            # the second waits through it.
+            locks = [fd for fd in [self.out.lock_fd] if fd is not None]
+            self.early = EarlyBuild.start(self, plan, close_fds=locks)
+            self.drawer = profile.Drawer.start(close_fds=locks)
 
     def write(self, tables: list[str]) -> beam.PTransform:
         return warehouse.WriteParquet(tables, self.stage, feed=self.fact_feed)
+
 
     def finish(self, plan, counters) -> Written:
         from fmcg_beam import profile
@@ -205,12 +372,26 @@ class LocalSink(Sink):
             stats = warehouse.recorded_stats(self.stage, tables)
             rows = {t: n for t, (n, _) in stats.items()}
             check_counts(plan, rows)
+        self._check_fact_events(plan, counters)
         self._timed("truth", self._start_picture, plan, stats)
-        if plan.increment is None and self.settings.sink == "duckdb":
+        feed, built = None, False
+        early, self.early = self.early, None
+        if early is not None:  # its last steps, now that every table's files are complete
+            feed, built, self.beside = self._timed("tables" if self.settings.sink == "duckdb" else "feed",
+                                                   early.result)
+            if feed is None:
+                early.discard(self.stage, plan)
+        if feed is not None:  # the dimensions' events were written beside the pipeline, and the DuckDB file begun
+            self.feed = feed
+            if self.settings.sink == "duckdb":
+                self._timed("tables", self._build_duckdb, plan, rows, built)
+                self._timed("feed", self._store_feed)
+            self.quality = self._timed("quality", self._check_quality, plan)
+        elif plan.increment is None and self.settings.sink == "duckdb":
             # The dimensions' change events come from the Parquet files, so they are written while DuckDB builds
             # its file from the same files: the two share the cores instead of taking turns.
             with ThreadPoolExecutor(max_workers=1) as pool:
-                feed = pool.submit(self._timed, "feed", self._write_feed, plan, counters, parquet=True)
+                feed = pool.submit(self._timed, "feed", self._write_feed, plan, parquet=True)
                 self._timed("tables", self._build_duckdb, plan, rows)
                 self.feed = feed.result()
             self._timed("feed", self._store_feed)
@@ -218,11 +399,11 @@ class LocalSink(Sink):
         elif plan.increment is None and self.side_by_side:
             # Parquet: the gate reads the tables' files, the feed is written beside them; neither reads the other.
             with ThreadPoolExecutor(max_workers=1) as pool:
-                feed = pool.submit(self._timed, "feed", self._write_feed, plan, counters)
+                feed = pool.submit(self._timed, "feed", self._write_feed, plan)
                 self.quality = self._timed("quality", self._check_quality, plan)
                 self.feed = feed.result()
         else:
-            self.feed = self._timed("feed", self._write_feed, plan, counters)
+            self.feed = self._timed("feed", self._write_feed, plan)
             self.quality = self._timed("quality", self._check_quality, plan)
         manifest = self._manifest(plan, stats)  # what the page shows is what the commit writes
         self._timed("profile", self._write_picture, plan, manifest)
@@ -275,7 +456,15 @@ class LocalSink(Sink):
         with self.out.at_final_path(self.stage) as final:
             changes.store_view(self.stage, where=final)
 
-    def _write_feed(self, plan, counters, parquet: bool = False) -> dict[str, int]:
+    def _check_fact_events(self, plan, counters) -> None:
+        """The facts' change events the pipeline's workers wrote (their ``feed_events`` counters): one per row."""
+        counted = {t: v for t, name, v in counters if name == "feed_events"}
+        wrong = {t: (counted[t], plan.rows[t]) for t in self.fact_feed.ranks
+                 if t in counted and counted[t] != plan.rows[t]}
+        if wrong:
+            raise RuntimeError(f"the pipeline wrote other numbers of fact events than rows (events, rows): {wrong}")
+
+    def _write_feed(self, plan, parquet: bool = False) -> dict[str, int]:
         """The change events of the run's days (``fmcg_beam.changes``): ``changes/`` in the new generation (an
         increment links the earlier days' files), and the ``change_feed`` view of the DuckDB file. The facts'
         events were written by the pipeline beside their shards; here come the dimensions'."""
@@ -283,17 +472,16 @@ class LocalSink(Sink):
 
         record = increments.record(self.settings, plan.tables, self.previous)
         first, last = plan.context.fact_window
-        counted = {t: v for t, name, v in counters if name == "feed_events"}
         written = {t: plan.rows[t] for t in self.fact_feed.ranks}
-        wrong = {t: (counted[t], n) for t, n in written.items() if t in counted and counted[t] != n}
-        if wrong:
-            raise RuntimeError(f"the pipeline wrote other numbers of fact events than rows (events, rows): {wrong}")
         previous = self.out.current() if plan.increment is not None else None
+        if parquet:  # read from the Parquet files, no view stored (``_store_feed`` stores it)
+            return changes.write_warehouse_changes(self.stage, first, last, run_id=self.fact_feed.run_id,
+                                                   record=record, full=plan.increment is None, previous=previous,
+                                                   written=written, parquet=True, store=False)
         with self.out.at_final_path(self.stage) as final:  # the view records the paths the committed files get
             return changes.write_warehouse_changes(self.stage, first, last, run_id=self.fact_feed.run_id,
                                                    record=record, full=plan.increment is None, previous=previous,
-                                                   where=final, written=written, parquet=parquet,
-                                                   store=False if parquet else None)
+                                                   where=final, written=written)
 
     def _check_quality(self, plan) -> quality.Report:
         """The quality gate over the new generation, before it becomes current: the report goes with it.
@@ -370,11 +558,17 @@ class LocalSink(Sink):
                  *plan.increment, f"{sum(written[t] for t in dropped):,}", f"{replaced:,}", plan.context.end)
         return stats
 
-    def _build_duckdb(self, plan, rows: dict[str, int]) -> None:
-        """The DuckDB file, from the Parquet files whose ``rows`` the plan's counts have been checked against."""
-        if sum(rows.values()) >= NOTE_DUCKDB_ROWS:  # the progress display has ended; say what the next seconds are for
-            log.info("building %s from %s rows", outdir.DUCKDB_FILE, f"{sum(rows.values()):,}")
-        warehouse.build_duckdb(self.stage, list(plan.tables), keys=self.settings.duckdb_keys, rows=rows)
+    def _build_duckdb(self, plan, rows: dict[str, int], built: bool = False) -> None:
+        """The DuckDB file, from the Parquet files whose ``rows`` the plan's counts have been checked against
+        (``built``: an ``EarlyBuild`` built it, with the keys chosen for the same rows; it is checked here)."""
+        if built:
+            note = warehouse.choose_keys(self.settings.duckdb_keys, rows).note()
+            if note:
+                logging.getLogger(warehouse.__name__).info("%s", note)
+        else:
+            if sum(rows.values()) >= NOTE_DUCKDB_ROWS:  # the progress display has ended; say what is next
+                log.info("building %s from %s rows", outdir.DUCKDB_FILE, f"{sum(rows.values()):,}")
+            warehouse.build_duckdb(self.stage, list(plan.tables), keys=self.settings.duckdb_keys, rows=rows)
         # The DuckDB file holds every row of the files it was built from.
         check_counts(plan, warehouse.duckdb_counts(self.stage / outdir.DUCKDB_FILE, list(plan.tables)))
 
@@ -400,6 +594,9 @@ class LocalSink(Sink):
         return exc
 
     def close(self) -> None:
+        if self.early is not None:
+            self.early.stop()
+            self.early = None
         if self.drawer is not None:
             self.drawer.close()
             self.drawer = None

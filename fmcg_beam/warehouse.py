@@ -238,32 +238,55 @@ def build_duckdb(root: Path, tables: list[str], keys: str = "auto", loaders: int
     ``keys`` is ``--duckdb_keys`` (see ``choose_keys``); when ``auto`` leaves foreign keys out, one INFO line says
     which and how to get them. ``rows`` per table, if the caller has read them already, else from the footers.
     """
-    loaders = loaders or min(4, os.cpu_count() or 1)
     rows = parquet_rows(root, tables) if rows is None else rows
     chosen = choose_keys(keys, rows)
     note = chosen.note()
     if note:
         logging.getLogger(__name__).info("%s", note)
-    if any(rows[t] > AUTO_KEY_ROWS for t in chosen.foreign):
-        # The foreign-key indexes of a large table do not fit the limit (at scale 20, --duckdb_keys all failed
-        # within it every time, once as a fatal "corrupted ART index", and was redone 70 s later): no limit.
-        _build_duckdb(root, tables, chosen, loaders, {})
-        return
+    config = duckdb_config(chosen, rows)
     try:
-        _build_duckdb(root, tables, chosen, loaders, {"memory_limit": DUCKDB_MEMORY_LIMIT})
+        _build_duckdb(root, tables, chosen, loaders, config)
     except duckdb.Error as exc:
-        if is_disk_full(exc):  # more memory would not help
+        if not config or is_disk_full(exc):  # more memory would not help
             raise
         logging.getLogger(__name__).warning(
             "DuckDB build within %s failed (%s); rebuilding without a memory limit",
             DUCKDB_MEMORY_LIMIT, str(exc).splitlines()[0])
-        for f in root.glob(DUCKDB_FILE + "*"):
-            f.unlink()
+        remove_duckdb(root)
         _build_duckdb(root, tables, chosen, loaders, {})
 
 
-def _build_duckdb(root: Path, tables: list[str], keys: DuckDBKeys, loaders: int, config: dict) -> None:
-    """``root/fmcg.duckdb`` with every table, the ``keys`` chosen and comments, loaded from the Parquet files.
+def duckdb_config(keys: DuckDBKeys, rows: Mapping[str, int]) -> dict:
+    """The memory limit a build of these keys and rows runs within: ``DUCKDB_MEMORY_LIMIT``, or none at all where
+    a large table's foreign keys are declared (at scale 20, --duckdb_keys all failed within it every time, once as
+    a fatal "corrupted ART index", and was redone 70 s later)."""
+    if any(rows[t] > AUTO_KEY_ROWS for t in keys.foreign):
+        return {}
+    return {"memory_limit": DUCKDB_MEMORY_LIMIT}
+
+
+def remove_duckdb(root: Path) -> None:
+    """The DuckDB file of ``root`` and its write-ahead log, if any."""
+    for f in Path(root).glob(DUCKDB_FILE + "*"):
+        f.unlink()
+
+
+def _build_duckdb(root: Path, tables: list[str], keys: DuckDBKeys, loaders: int | None, config: dict) -> None:
+    """``root/fmcg.duckdb`` with every table, the ``keys`` chosen and comments, loaded from the Parquet files."""
+    build = DuckDBBuild(root, tables, keys, loaders, config)
+    try:
+        build.dimensions()
+        build.complete()
+    finally:
+        build.close()
+
+
+class DuckDBBuild:
+    """The steps of building ``root/fmcg.duckdb`` from the Parquet files: ``dimensions()`` (every table created,
+    with its comments, and the dimensions loaded), ``fact(name)`` for any fact whose files are complete, in any
+    order, then ``complete()`` (the other facts, then the tables that reference facts, and a checkpoint). A run
+    whose sink has a core to spare takes the first steps while its pipeline still writes the later tables
+    (``fmcg_beam.sinks.EarlyBuild``); ``build_duckdb`` takes them in one go.
 
     DuckDB enforces and indexes every declared key. A dimension is small and is created with its keys. A fact is
     created with its foreign keys (if chosen) and gets its primary key index built in bulk once loaded, which is
@@ -271,33 +294,58 @@ def _build_duckdb(root: Path, tables: list[str], keys: DuckDBKeys, loaders: int,
     returns of sales lines) is created only once that fact's primary key exists, since DuckDB cannot add a foreign
     key to a table afterwards.
     """
-    # Row order within a table was never kept (file groups load concurrently) and the checksums ignore it; not
-    # keeping it lets one INSERT write row groups on every thread and leaves the final checkpoint little to do.
-    con = duckdb.connect(str(root / DUCKDB_FILE), config={**config, "preserve_insertion_order": False})
-    try:
-        order = schema.dependency_order(tables)
-        later = [t for t in order if t in keys.foreign and schema.table(t).fact_references]
-        facts = [t for t in order if schema.table(t).is_fact and t not in later]
-        # One transaction for every table, comment and dimension row: DuckDB syncs its log at each commit, and a
-        # statement on its own is a commit (about 370 of them at any scale), each waiting on the disk behind the
-        # files the run has just written.
+
+    def __init__(self, root: Path, tables: list[str], keys: DuckDBKeys, loaders: int | None, config: dict):
+        self.root, self.keys = Path(root), keys
+        self.loaders = loaders or min(4, os.cpu_count() or 1)
+        self.order = schema.dependency_order(tables)
+        self.later = [t for t in self.order if t in keys.foreign and schema.table(t).fact_references]
+        self.facts = [t for t in self.order if schema.table(t).is_fact and t not in self.later]
+        self.dims = [t for t in self.order if not schema.table(t).is_fact]
+        self.loaded: set[str] = set()
+        # Row order within a table was never kept (file groups load concurrently) and the checksums ignore it; not
+        # keeping it lets one INSERT write row groups on every thread and leaves the final checkpoint little to do.
+        self.con = duckdb.connect(str(self.root / DUCKDB_FILE), config={**config, "preserve_insertion_order": False})
+
+    def dimensions(self) -> None:
+        """Every table but those that reference facts, with comments, and the dimensions' rows: one transaction.
+        DuckDB syncs its log at each commit, and a statement on its own is a commit (about 370 of them at any
+        scale), each waiting on the disk behind the files the run has just written."""
+        con = self.con
         con.execute("BEGIN TRANSACTION")
-        for name in (t for t in order if t not in later):
+        for name in (t for t in self.order if t not in self.later):
             tdef = schema.table(name)
-            _create(con, name, keys, primary_key=name in keys.primary and not tdef.is_fact)
+            _create(con, name, self.keys, primary_key=name in self.keys.primary and not tdef.is_fact)
             if not tdef.is_fact:
-                con.execute(_insert_sql(name, parquet_files(root, name)))
+                con.execute(_insert_sql(name, parquet_files(self.root, name)))
         con.execute("COMMIT")  # the facts' loaders, on connections of their own, see what is committed
-        _load(con, root, facts, keys, loaders)
-        for name in facts:
-            _add_primary_key(con, name, keys)
-        for name in later:  # each after the facts it references have their primary keys
-            _create(con, name, keys, primary_key=False, fact_keys=True)
-            _load(con, root, [name], keys, loaders)
-            _add_primary_key(con, name, keys)
-        con.execute("CHECKPOINT")
-    finally:
-        con.close()
+        self.loaded.update(self.dims)
+
+    def fact(self, name: str) -> None:
+        """One fact of ``facts``, whose files are complete, loaded and given its primary key."""
+        _load(self.con, self.root, [name], self.keys, self.loaders)
+        _add_primary_key(self.con, name, self.keys)
+        self.loaded.add(name)
+
+    def complete(self) -> None:
+        """The facts not loaded yet (together, over the loaders), then the tables that reference facts."""
+        rest = [t for t in self.facts if t not in self.loaded]
+        _load(self.con, self.root, rest, self.keys, self.loaders)
+        for name in rest:
+            _add_primary_key(self.con, name, self.keys)
+        for name in self.later:  # each after the facts it references have their primary keys
+            _create(self.con, name, self.keys, primary_key=False, fact_keys=True)
+            _load(self.con, self.root, [name], self.keys, self.loaders)
+            _add_primary_key(self.con, name, self.keys)
+        self.loaded.update(rest + self.later)
+        self.con.execute("CHECKPOINT")
+
+    def interrupt(self) -> None:
+        """Stop the statement running on another thread (it raises there)."""
+        self.con.interrupt()
+
+    def close(self) -> None:
+        self.con.close()
 
 
 def _create(con: duckdb.DuckDBPyConnection, name: str, keys: DuckDBKeys, primary_key: bool,

@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from fmcg_beam import cli, outdir, profile
+from fmcg_beam import cli, forked, outdir, profile
 
 from conftest import run_cli
 
@@ -159,8 +159,7 @@ def test_a_page_that_cannot_be_drawn_never_fails_the_run(tmp_path, monkeypatch, 
 def test_a_drawing_process_that_dies_is_a_warning_and_ends_with_the_run(tmp_path, monkeypatch, capsys):
     import multiprocessing
 
-    def dies(conn, parent, close_fds):  # killed while drawing, as the kernel's OOM killer would
-        conn.send("ready")
+    def dies(conn):  # killed while drawing, as the kernel's OOM killer would
         conn.recv()
         os._exit(3)
 
@@ -174,7 +173,7 @@ def test_a_drawing_process_that_dies_is_a_warning_and_ends_with_the_run(tmp_path
 
 
 def test_a_drawing_process_that_never_starts_leaves_the_page_to_the_run(tmp_path, monkeypatch):
-    monkeypatch.setattr(profile, "_drawing_process", lambda conn, parent, close_fds: os._exit(3))
+    monkeypatch.setattr(forked, "_main", lambda *args: os._exit(3))  # before it says it is ready
     out = tmp_path / "out"
     assert run_cli(*TINY, "--output_dir", str(out)) == 0
     page = (out / outdir.PROFILE).read_text(encoding="utf-8")

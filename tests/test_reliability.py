@@ -21,7 +21,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from fmcg_beam import outdir, warehouse
+from fmcg_beam import outdir, sinks, warehouse
 
 from conftest import manifest, run_cli, tree
 
@@ -206,18 +206,21 @@ def test_a_full_disk_while_writing_parquet_fails_in_one_line(tmp_path, built, mo
     assert tree(out) == before and not list((out / outdir.CONTROL).glob("staging-*"))
 
 
-def test_a_full_disk_while_building_duckdb_is_not_retried(tmp_path, monkeypatch, capsys):
-    calls = []
+@pytest.mark.parametrize("beside", [True, False], ids=["beside the pipeline", "after it"])
+def test_a_full_disk_while_building_duckdb_is_not_retried(tmp_path, monkeypatch, capsys, beside):
+    calls = tmp_path / "calls"  # one line per build begun, from whichever process begins it
 
-    def full(root, tables, keys, loaders, config):
-        calls.append(config)
+    def full(self):
+        with open(calls, "a") as f:
+            f.write("dimensions\n")
         raise duckdb.IOException('Could not write file "x": No space left on device')
 
-    monkeypatch.setattr(warehouse, "_build_duckdb", full)
+    monkeypatch.setattr(warehouse.DuckDBBuild, "dimensions", full)
+    monkeypatch.setattr(sinks, "spare_core", lambda rows, cores: beside)
     out = tmp_path / "out"
     assert run_cli(*BANKS, "--output_dir", str(out)) == 1
     err = capsys.readouterr().err
-    assert len(calls) == 1 and "rebuilding" not in err and "no space left" in err
+    assert calls.read_text() == "dimensions\n" and "rebuilding" not in err and "no space left" in err
     assert err.count("\n") == 1 and "nothing was written" in err
     assert not out.exists()  # the run created it, and removed it again
 
