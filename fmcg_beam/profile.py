@@ -668,11 +668,18 @@ def _header(src: Source) -> str:
 
 def render(src: Source, charting: bool = True) -> tuple[str, list[str]]:
     """The page, and a warning per chart that failed (its note says why)."""
-    warnings: list[str] = []
-    sections = []
-    for i, chart in enumerate(CHARTS, 1):
-        anchor = f"chart-{i}"
-        body = None
+    return page_of(src, sections(src, range(len(CHARTS)), charting))
+
+
+Section = tuple[str, Optional[str]]  # a chart's HTML section, and its warning if it failed
+
+
+def sections(src: Source, charts: Sequence[int], charting: bool = True) -> list[Section]:
+    """The sections of the charts ``CHARTS[i]`` for ``i`` in ``charts``, in that order."""
+    out = []
+    for i in charts:
+        chart = CHARTS[i]
+        warning = None
         try:
             drawn = chart.draw(src) if charting else \
                 "matplotlib is not installed, so no chart was drawn; install it with pip install 'fmcg-beam[profile]'"
@@ -684,17 +691,22 @@ def render(src: Source, charting: bool = True) -> tuple[str, list[str]]:
                         f"<figcaption>{html.escape(caption)}</figcaption></figure>")
         except Exception as exc:  # one chart's failure is a note on the page, never a lost warehouse
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            warnings.append(f"{PAGE}: the chart '{chart.title}' could not be drawn: {first}")
+            warning = f"{PAGE}: the chart '{chart.title}' could not be drawn: {first}"
             body = f'<p class="note error">This chart could not be drawn: {html.escape(first)}</p>'
-        sections.append(f'<section id="{anchor}"><h2>{html.escape(chart.title)}</h2>{body}</section>')
+        out.append((f'<section id="chart-{i + 1}"><h2>{html.escape(chart.title)}</h2>{body}</section>', warning))
+    return out
+
+
+def page_of(src: Source, drawn: Sequence[Section]) -> tuple[str, list[str]]:
+    """The page of every chart's section (in ``CHARTS``' order), and their warnings."""
     nav = "".join(f'<li><a href="#chart-{i}">{html.escape(c.title)}</a></li>' for i, c in enumerate(CHARTS, 1))
     page = (
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
         "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
         f"<title>fmcg-beam warehouse profile</title>\n<style>{STYLE}</style>\n</head>\n<body>\n"
         f"<h1>A picture of the warehouse</h1>\n<p class=\"meta\">{_header(src)}</p>\n"
-        f"<nav><ol>{nav}</ol></nav>\n" + "\n".join(sections) + "\n</body>\n</html>\n")
-    return page, warnings
+        f"<nav><ol>{nav}</ol></nav>\n" + "\n".join(body for body, _ in drawn) + "\n</body>\n</html>\n")
+    return page, [w for _, w in drawn if w is not None]
 
 
 def preload() -> None:
@@ -772,11 +784,55 @@ def _drawing_process(conn) -> None:
             return
         root, manifest = job
         try:
-            # Half the cores: the run builds its DuckDB file and writes its feed meanwhile.
-            page, warnings = build(Path(root), manifest, parquet=True, threads=max(1, (os.cpu_count() or 1) // 2))
-            conn.send(("page", page, warnings))
+            conn.send(("page", *_draw_in_two(Path(root), manifest)))
         except Exception as exc:
             conn.send(("error", first_line(exc)))
+
+
+def _draw_in_two(root: Path, manifest: dict) -> tuple[str, list[str]]:
+    """The page, its charts drawn by this process and a fork of it, half each (drawing is Python: one interpreter
+    each). A fork that fails leaves its half to this process. DuckDB reads the Parquet files on a quarter of the
+    cores each: the run completes its warehouse meanwhile."""
+    import pickle
+
+    from fmcg_beam.worker import die_with
+
+    if not _can_draw():
+        return build(root, manifest, parquet=True)
+    threads = max(1, (os.cpu_count() or 1) // 4)
+    theirs = list(range(1, len(CHARTS), 2))
+    me = os.getpid()
+    read, write = os.pipe()
+    pid = os.fork()  # this process holds one thread here (DuckDB's are started after)
+    if pid == 0:
+        status = 1
+        try:
+            os.close(read)
+            die_with(me)
+            src = open_source(root, manifest, True, threads)
+            data = pickle.dumps(sections(src, theirs))
+            with os.fdopen(write, "wb") as out:
+                out.write(data)
+            status = 0
+        finally:
+            os._exit(status)
+    os.close(write)
+    src = open_source(root, manifest, True, threads)
+    try:
+        mine = dict(zip(range(0, len(CHARTS), 2), sections(src, range(0, len(CHARTS), 2))))
+        with os.fdopen(read, "rb") as inp:
+            data = inp.read()
+        _, status = os.waitpid(pid, 0)
+        try:
+            drawn = dict(zip(theirs, pickle.loads(data))) if status == 0 else {}
+        except Exception:
+            drawn = {}
+        if len(drawn) != len(theirs):
+            log.debug("the second drawing process failed (status %s); drawing its charts here", status)
+            drawn = dict(zip(theirs, sections(src, theirs)))
+        return page_of(src, [{**mine, **drawn}[i] for i in range(len(CHARTS))])
+    finally:
+        src.con.close()
 
 
 def build(root: Path, manifest: Optional[dict] = None, parquet: bool = False,

@@ -146,7 +146,7 @@ def test_a_page_that_cannot_be_drawn_never_fails_the_run(tmp_path, monkeypatch, 
     def broken(root, manifest=None, parquet=False, threads=None):
         raise RuntimeError("simulated drawing failure")
 
-    monkeypatch.setattr(profile, "build", broken)
+    monkeypatch.setattr(profile, "open_source", broken)  # whichever process draws it
     out = tmp_path / "out"
     assert run_cli("--scale", "0.01", "--tables", "dim_banks", "--output_dir", str(out)) == 0
     assert outdir.has_warehouse(out) and (out / outdir.GROUND_TRUTH).is_file()
@@ -178,6 +178,24 @@ def test_a_drawing_process_that_never_starts_leaves_the_page_to_the_run(tmp_path
     assert run_cli(*TINY, "--output_dir", str(out)) == 0
     page = (out / outdir.PROFILE).read_text(encoding="utf-8")
     assert page == profile.build(out / outdir.CONTROL / outdir.CURRENT)[0] and len(images(page)) >= 6
+
+
+def test_a_page_drawn_in_two_processes_is_the_page(tiny, monkeypatch):
+    """The drawing process draws half the charts and a fork of it the other half; if the fork fails, its half is
+    drawn by the first: the page is the one drawn in one go either way."""
+    root = tiny / outdir.CONTROL / outdir.CURRENT
+    manifest = json.loads((root / outdir.MANIFEST).read_text())
+    whole = profile.build(root)
+    assert profile._draw_in_two(root, manifest) == whole
+    me, real = os.getpid(), profile.sections
+
+    def dies_in_the_fork(src, charts, charting=True):
+        if os.getpid() != me:
+            os._exit(7)
+        return real(src, charts, charting)
+
+    monkeypatch.setattr(profile, "sections", dies_in_the_fork)
+    assert profile._draw_in_two(root, manifest) == whole
 
 
 def test_a_run_ends_its_drawing_process_and_holds_no_lock_through_it(tmp_path):
