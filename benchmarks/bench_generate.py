@@ -172,13 +172,15 @@ def feed_line(summary: str) -> str:
     beside the CPU seconds they spent writing the rows themselves, and the sink's seconds for the dimensions'."""
     cpu = next((line for line in summary.splitlines() if line.startswith("cpu by step:")), "")
     steps = dict((k, float(v)) for k, v in re.findall(r"(\w+) ([\d.]+) s", cpu))
-    dims = re.search(r"[(,] ?feed ([\d.]+)", time_line(summary))  # the sink's steps, in brackets
+    line = time_line(summary)
+    beside = re.search(r"first steps beside it: [^)]*\bfeed ([\d.]+)", line)  # written beside the pipeline
+    dims = beside or re.search(r"[(,] ?feed ([\d.]+)", line)  # else the sink's steps, in brackets
     if "feed" not in steps or not steps.get("write"):
         return ""
     dim_s = float(dims.group(1)) if dims else 0.0
+    where = "beside the pipeline" if beside else "in the sink (beside the DuckDB build, if any)"
     return (f"change feed: the facts' events {steps['feed']:.2f} cpu s beside {steps['write']:.2f} cpu s writing "
-            f"the rows ({steps['feed'] / steps['write']:.2f}x); the dimensions' events {dim_s:.2f} s in the sink "
-            "(beside the DuckDB build, if any)")
+            f"the rows ({steps['feed'] / steps['write']:.2f}x); the dimensions' events {dim_s:.2f} s {where}")
 
 
 def main() -> None:
