@@ -1,5 +1,6 @@
 """``python -m fmcg_beam [options]``: generate the warehouse (see ``--help``)."""
 
+import atexit
 import os
 import sys
 
@@ -14,4 +15,14 @@ except KeyboardInterrupt:  # Ctrl-C while the libraries load: nothing was writte
     print("fmcg-beam: error: stopped before anything was written", file=sys.stderr)
     sys.exit(130)
 
-sys.exit(main())
+code = main()
+# The command is done: whatever it wrote is closed, and a warehouse is committed and synced. What is left is the
+# interpreter's teardown, freeing Beam's, Arrow's and DuckDB's objects one by one: about 0.45 s of every run. The
+# exit handlers still run (logging's flush and multiprocessing's among them), then the process ends.
+for stream in (sys.stdout, sys.stderr):
+    try:
+        stream.flush()
+    except (OSError, ValueError):  # a closed pipe: nothing more can reach it
+        pass
+atexit._run_exitfuncs()
+os._exit(code if isinstance(code, int) else 0 if code is None else 1)
