@@ -118,11 +118,12 @@ def set_state(exc: BaseException, state: str) -> None:
 
 # Where the sink's steps leave a core free, they run side by side: its first steps beside the pipeline, in a process
 # of its own (EarlyBuild), profile.html in another (profile.Drawer), and with --sink parquet the quality gate beside
-# the change feed. Measured on 2 cores: at scale
-# 0.05 and 1 the DuckDB build and the feed keep about one core busy, and the sink took 1.1 s and 0.55 s less; at
-# scale 20 (16M rows) the build keeps both busy, and the page's queries over the Parquet files slowed it by more than
-# the page took after it (sink 14.5 s -> 16.5 s); the Parquet sink's gate beside its feed likewise (8.9 s beside
-# 7.8 s, against about 8 s for the two in turn).
+# the change feed. Measured on 2 cores: at scale 0.05 and 1 the in-process pipeline, the DuckDB build and the feed
+# keep about one core busy each, and a spare core halved the sink; at scale 20 (16M rows, two worker processes) the
+# pipeline and then the build keep both busy: the page's queries over the Parquet files slowed the build by more than
+# the page took after it (sink 14.5 s -> 16.5 s), the Parquet sink's gate beside its feed likewise (8.9 s beside
+# 7.8 s, against about 8 s for the two in turn), and the first steps beside the pipeline saved nothing (47.8 against
+# 48.0 s) and raised the peak from 1.10 to 1.70 GiB (PSS).
 SPARE_CORE_ROWS = 4_000_000
 
 
@@ -356,7 +357,6 @@ class LocalSink(Sink):
     def write(self, tables: list[str]) -> beam.PTransform:
         return warehouse.WriteParquet(tables, self.stage, feed=self.fact_feed)
 
-
     def finish(self, plan, counters) -> Written:
         from fmcg_beam import profile
 
@@ -561,6 +561,10 @@ class LocalSink(Sink):
     def _build_duckdb(self, plan, rows: dict[str, int], built: bool = False) -> None:
         """The DuckDB file, from the Parquet files whose ``rows`` the plan's counts have been checked against
         (``built``: an ``EarlyBuild`` built it, with the keys chosen for the same rows; it is checked here)."""
+        if built and warehouse.duckdb_counts(self.stage / outdir.DUCKDB_FILE, list(plan.tables)) != dict(rows):
+            log.debug("the DuckDB file built beside the pipeline holds other rows than the files; building it again")
+            warehouse.remove_duckdb(self.stage)
+            built = False
         if built:
             note = warehouse.choose_keys(self.settings.duckdb_keys, rows).note()
             if note:

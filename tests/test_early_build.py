@@ -111,6 +111,21 @@ def test_a_duckdb_step_that_fails_beside_the_pipeline_is_taken_again(after, tmp_
     _same(out, after)
 
 
+def test_a_duckdb_file_built_beside_the_pipeline_is_checked_before_it_is_used(after, tmp_path, monkeypatch, caplog):
+    me, real = os.getpid(), warehouse.DuckDBBuild.complete
+
+    def loses_a_row(self):  # in the process beside the pipeline only
+        real(self)
+        if os.getpid() != me:
+            self.con.execute("DELETE FROM fact_sales WHERE rowid IN (SELECT min(rowid) FROM fact_sales)")
+
+    monkeypatch.setattr(warehouse.DuckDBBuild, "complete", loses_a_row)
+    with caplog.at_level(logging.DEBUG, logger="fmcg_beam.sinks"):
+        out = _build(tmp_path / "out", monkeypatch, beside=True)
+    assert any("holds other rows than the files; building it again" in r.getMessage() for r in caplog.records)
+    _same(out, after)
+
+
 def test_a_failed_run_ends_the_process_and_writes_nothing(tmp_path, monkeypatch, capsys):
     def fails(self, plan, counters):
         raise RuntimeError("simulated failure after the pipeline")
