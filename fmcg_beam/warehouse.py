@@ -78,17 +78,25 @@ def day_numbers(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
 def by_month(table: str, batch: pa.RecordBatch) -> list[tuple[str, pa.RecordBatch]]:
     """``batch`` cut into its partitions: ``[("", batch)]`` for a table without a partition column, else one
     ``(month folder, rows)`` per calendar month of the partition column (a shard's rows are in day order)."""
+    return [(folder, part) for folder, part, _ in _months(table, batch)]
+
+
+def _months(table: str, batch: pa.RecordBatch) -> list[tuple[str, pa.RecordBatch, slice | np.ndarray]]:
+    """``by_month``'s parts, each with the rows of ``batch`` it holds (a slice, or their indexes)."""
     field = schema.table(table).partition_field
     if field is None or batch.num_rows == 0:
-        return [("", batch)]
+        return [("", batch, slice(None))]
     months = np.asarray(day_numbers(batch.column(field)), dtype="datetime64[D]").astype("datetime64[M]")
     if months[0] == months[-1] and (months == months[0]).all():
-        return [(month_folder(int(months[0].astype("datetime64[D]").astype(np.int64))), batch)]
+        return [(month_folder(int(months[0].astype("datetime64[D]").astype(np.int64))), batch, slice(None))]
     out = []
     for month in np.unique(months):
         rows = np.flatnonzero(months == month)
-        part = batch.slice(int(rows[0]), len(rows)) if rows[-1] - rows[0] + 1 == len(rows) else batch.take(rows)
-        out.append((month_folder(int(month.astype("datetime64[D]").astype(np.int64))), part))
+        if rows[-1] - rows[0] + 1 == len(rows):
+            part, which = batch.slice(int(rows[0]), len(rows)), slice(int(rows[0]), int(rows[-1]) + 1)
+        else:
+            part, which = batch.take(rows), rows
+        out.append((month_folder(int(month.astype("datetime64[D]").astype(np.int64))), part, which))
     return out
 
 
@@ -120,9 +128,11 @@ class WriteParquetShardFn(beam.DoFn):
         table, shard_id, batch = element
         started = time.perf_counter()
         files, msecs, events, feed_msecs = self._metrics(table)
-        for folder, part in by_month(table, batch):
+        parts = _months(table, batch)
+        hashes = checksums.row_hashes(batch) if len(parts) > 1 else None  # one query for all the months
+        for folder, part, rows in parts:
             path = shard_path(Path(self.root), table, folder, shard_id)
-            write_parquet(part, path, checksums.metadata(part))
+            write_parquet(part, path, checksums.metadata(part, None if hashes is None else hashes[rows]))
             files.inc()
             yield str(path)
         written = time.perf_counter()

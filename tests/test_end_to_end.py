@@ -6,6 +6,7 @@ import json
 import shutil
 
 import duckdb
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
@@ -189,6 +190,25 @@ def test_checksums_summed_from_the_shards_equal_a_scan_of_the_warehouse(warehous
     assert all(checksums.file_stats(f) is not None for t in tables for f in wh.parquet_files(root, t))
     assert wh.duckdb_stats(warehouse / "fmcg.duckdb", tables) == recorded
     assert wh.parquet_stats(root, tables) == recorded
+
+
+def test_a_shards_months_are_checksummed_from_one_query_as_each_alone(warehouse):
+    """A shard's rows hashed once and summed per month give each month's file the checksum a scan of it gives,
+    contiguous months and scattered rows alike."""
+    from fmcg_beam import checksums
+    from fmcg_beam import warehouse as wh
+
+    files = wh.parquet_files(warehouse, "fact_sales")
+    batch = pq.read_table(files[:6]).combine_chunks().to_batches()[0]  # several months, in file order
+    shuffled = batch.take(np.random.default_rng(3).permutation(batch.num_rows))  # months interleaved
+    for rows in (batch, shuffled):
+        parts = wh._months("fact_sales", rows)
+        assert len(parts) > 1
+        hashes = checksums.row_hashes(rows)
+        for _, part, which in parts:
+            assert checksums.metadata(part, hashes[which]) == checksums.metadata(part)
+    empty = batch.slice(0, 0)
+    assert checksums.metadata(empty, checksums.row_hashes(empty)) == checksums.metadata(empty)
 
 
 def test_duckdb_build_that_runs_out_of_memory_is_retried_unbounded(warehouse, tmp_path, monkeypatch):
