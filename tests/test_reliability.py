@@ -336,10 +336,26 @@ def test_sigkill_leaves_no_worker_and_the_next_run_removes_its_staging(tmp_path,
     assert not list((out / outdir.CONTROL).glob("staging-*"))
 
 
+def _loading_libraries(pid: int, timeout: float = 30.0) -> bool:
+    """Wait until the process ``pid`` has begun loading the run's libraries (numpy's extension is mapped: the
+    interpreter's own start-up is over, and Apache Beam's import has a second to go)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if "_multiarray_umath" in Path(f"/proc/{pid}/maps").read_text():
+                return True
+        except OSError:
+            return False
+        time.sleep(0.01)
+    return False
+
+
 def test_ctrl_c_while_the_libraries_load_is_one_line(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "fmcg_beam", *BANKS, "--output_dir", str(tmp_path / "o")],
                             cwd=REPO, stderr=subprocess.PIPE, text=True)
-    time.sleep(0.3)
+    # Not a fixed delay: on a loaded machine the interpreter's start-up (before any of fmcg-beam's code runs, so
+    # before anything can turn Ctrl-C into a one-line message) took longer than 0.3 s.
+    assert _loading_libraries(proc.pid)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130
