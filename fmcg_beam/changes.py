@@ -481,8 +481,7 @@ def _write_months(feed: Path, table: str, run: str, events: pa.Table, rank: int,
     n = events.num_rows
     if n == 0:
         return []
-    ms = events.column("ts_ms").to_numpy()
-    event_day = (ms + UTC_OFFSET_MS) // MS_PER_DAY
+    event_day = _event_days(events)
     if expect is not None:
         starts = np.concatenate([[0], np.flatnonzero(np.diff(event_day)) + 1])
         sizes = np.diff(np.append(starts, n))
@@ -555,6 +554,7 @@ def _month_folders(feed: Path) -> Iterator[tuple[str, tuple[int, int], Path]]:
 
 
 def _event_days(events: pa.Table) -> np.ndarray:
+    """Each event's day number (of its ``ts_ms``, midnight in Manila)."""
     return (events.column("ts_ms").to_numpy() + UTC_OFFSET_MS) // MS_PER_DAY
 
 
@@ -571,8 +571,7 @@ def _keep_days(path: Path, keep: Callable[[np.ndarray], np.ndarray]) -> pa.Table
 
 def _renamed(events: pa.Table, folder: Path) -> Path:
     """Where a file of ``events`` (the part of a file that is kept) goes: named by its first event (``file_name``)."""
-    source = events.column("source").chunk(0) if events.column("source").num_chunks == 1 else \
-        events.column("source").combine_chunks()
+    source = _array(events.column("source"))
     pos = int(source.field("pos")[0].as_py())
     run = source.field("run_id")[0].as_py()
     return folder / file_name(int(_event_days(events.slice(0, 1))[0]), run, pos & ((1 << POS_INDEX_BITS) - 1))

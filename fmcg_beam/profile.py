@@ -800,7 +800,7 @@ def _draw_in_two(root: Path, manifest: dict) -> tuple[str, list[str]]:
     if not _can_draw():
         return build(root, manifest, parquet=True)
     threads = max(1, (os.cpu_count() or 1) // 4)
-    theirs = list(range(1, len(CHARTS), 2))
+    mine, theirs = range(0, len(CHARTS), 2), range(1, len(CHARTS), 2)
     me = os.getpid()
     read, write = os.pipe()
     pid = os.fork()  # this process holds one thread here (DuckDB's are started after)
@@ -819,27 +819,27 @@ def _draw_in_two(root: Path, manifest: dict) -> tuple[str, list[str]]:
     os.close(write)
     src = open_source(root, manifest, True, threads)
     try:
-        mine = dict(zip(range(0, len(CHARTS), 2), sections(src, range(0, len(CHARTS), 2))))
+        drawn = dict(zip(mine, sections(src, mine)))
         with os.fdopen(read, "rb") as inp:
             data = inp.read()
         _, status = os.waitpid(pid, 0)
         try:
-            drawn = dict(zip(theirs, pickle.loads(data))) if status == 0 else {}
+            forked = pickle.loads(data) if status == 0 else []
         except Exception:
-            drawn = {}
-        if len(drawn) != len(theirs):
+            forked = []
+        if len(forked) != len(theirs):
             log.debug("the second drawing process failed (status %s); drawing its charts here", status)
-            drawn = dict(zip(theirs, sections(src, theirs)))
-        return page_of(src, [{**mine, **drawn}[i] for i in range(len(CHARTS))])
+            forked = sections(src, theirs)
+        drawn.update(zip(theirs, forked))
+        return page_of(src, [drawn[i] for i in range(len(CHARTS))])
     finally:
         src.con.close()
 
 
-def build(root: Path, manifest: Optional[dict] = None, parquet: bool = False,
-          threads: Optional[int] = None) -> tuple[str, list[str]]:
+def build(root: Path, manifest: Optional[dict] = None, parquet: bool = False) -> tuple[str, list[str]]:
     """The page of the warehouse in ``root`` (a generation or staging folder) and its warnings; ``parquet``:
-    read from its Parquet files, with DuckDB on at most ``threads`` threads (``open_source``)."""
-    src = open_source(Path(root), manifest, parquet, threads)
+    read from its Parquet files (``open_source``)."""
+    src = open_source(Path(root), manifest, parquet)
     try:
         charting = _can_draw()
         page, warnings = render(src, charting)

@@ -561,20 +561,20 @@ class LocalSink(Sink):
     def _build_duckdb(self, plan, rows: dict[str, int], built: bool = False) -> None:
         """The DuckDB file, from the Parquet files whose ``rows`` the plan's counts have been checked against
         (``built``: an ``EarlyBuild`` built it, with the keys chosen for the same rows; it is checked here)."""
-        if built and warehouse.duckdb_counts(self.stage / outdir.DUCKDB_FILE, list(plan.tables)) != dict(rows):
-            log.debug("the DuckDB file built beside the pipeline holds other rows than the files; building it again")
-            warehouse.remove_duckdb(self.stage)
-            built = False
-        if built:
+        db, tables = self.stage / outdir.DUCKDB_FILE, list(plan.tables)
+        if built and warehouse.duckdb_counts(db, tables) == dict(rows):  # rows checked against the plan's counts
             note = warehouse.choose_keys(self.settings.duckdb_keys, rows).note()
             if note:
                 logging.getLogger(warehouse.__name__).info("%s", note)
-        else:
-            if sum(rows.values()) >= NOTE_DUCKDB_ROWS:  # the progress display has ended; say what is next
-                log.info("building %s from %s rows", outdir.DUCKDB_FILE, f"{sum(rows.values()):,}")
-            warehouse.build_duckdb(self.stage, list(plan.tables), keys=self.settings.duckdb_keys, rows=rows)
+            return
+        if built:
+            log.debug("the DuckDB file built beside the pipeline holds other rows than the files; building it again")
+            warehouse.remove_duckdb(self.stage)
+        if sum(rows.values()) >= NOTE_DUCKDB_ROWS:  # the progress display has ended; say what the next seconds are for
+            log.info("building %s from %s rows", outdir.DUCKDB_FILE, f"{sum(rows.values()):,}")
+        warehouse.build_duckdb(self.stage, tables, keys=self.settings.duckdb_keys, rows=rows)
         # The DuckDB file holds every row of the files it was built from.
-        check_counts(plan, warehouse.duckdb_counts(self.stage / outdir.DUCKDB_FILE, list(plan.tables)))
+        check_counts(plan, warehouse.duckdb_counts(db, tables))
 
     def _manifest(self, plan, stats: Written) -> dict:
         return {

@@ -311,8 +311,7 @@ class DuckDBBuild:
         self.order = schema.dependency_order(tables)
         self.later = [t for t in self.order if t in keys.foreign and schema.table(t).fact_references]
         self.facts = [t for t in self.order if schema.table(t).is_fact and t not in self.later]
-        self.dims = [t for t in self.order if not schema.table(t).is_fact]
-        self.loaded: set[str] = set()
+        self.loaded: set[str] = set()  # the facts loaded, keys included
         # Row order within a table was never kept (file groups load concurrently) and the checksums ignore it; not
         # keeping it lets one INSERT write row groups on every thread and leaves the final checkpoint little to do.
         self.con = duckdb.connect(str(self.root / DUCKDB_FILE), config={**config, "preserve_insertion_order": False})
@@ -329,7 +328,6 @@ class DuckDBBuild:
             if not tdef.is_fact:
                 con.execute(_insert_sql(name, parquet_files(self.root, name)))
         con.execute("COMMIT")  # the facts' loaders, on connections of their own, see what is committed
-        self.loaded.update(self.dims)
 
     def fact(self, name: str) -> None:
         """One fact of ``facts``, whose files are complete, loaded and given its primary key."""
@@ -349,10 +347,6 @@ class DuckDBBuild:
             _add_primary_key(self.con, name, self.keys)
         self.loaded.update(rest + self.later)
         self.con.execute("CHECKPOINT")
-
-    def interrupt(self) -> None:
-        """Stop the statement running on another thread (it raises there)."""
-        self.con.interrupt()
 
     def close(self) -> None:
         self.con.close()
