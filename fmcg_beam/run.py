@@ -10,6 +10,7 @@ stop the sink cleans up and says what the destination holds.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shlex
@@ -31,24 +32,28 @@ def _given(argv: list[str], flag: str) -> bool:
     return any(a == flag or a.startswith(flag + "=") for a in argv)
 
 
-# Measured on 2 cores: a second worker process costs about 5 s of start-up and stage overhead, and
-# repays it only above ~3M rows (scale 1, 1M rows: 10.8 s with one in-process worker, 15.7 s with two
-# processes). On 16 cores, scale 20 (16M rows) ran fastest with 8 workers, 20% faster than with 16.
+# Measured on 2 cores with workers forked from the run (fmcg_beam.forkserver), which start in milliseconds: two
+# worker processes tie with one in-process worker at scale 1 (1M rows: 10.3-10.4 s against 10.4-10.8 s) and win
+# from scale 2 (1.9M rows: 10.7 s against 11.9-12.4 s). Started ones cost about 5 s more and repaid it only
+# above ~3M rows. On 16 cores, scale 20 (16M rows) ran fastest with 8 workers, 20% faster than with 16.
 ROWS_PER_WORKER = 2_000_000
+TWO_WORKERS_FROM = 1_500_000
 
 log = logging.getLogger(__name__)
 
 
 def local_workers(planned_rows: int, cores: int) -> int:
-    """Worker processes for a local run: one per ``ROWS_PER_WORKER`` planned rows, at most ``cores``."""
-    return max(1, min(cores, planned_rows // ROWS_PER_WORKER))
+    """Worker processes for a local run: one per ``ROWS_PER_WORKER`` planned rows, and two from
+    ``TWO_WORKERS_FROM``; at most ``cores``."""
+    wanted = max(planned_rows // ROWS_PER_WORKER, 2 if planned_rows >= TWO_WORKERS_FROM else 1)
+    return max(1, min(cores, wanted))
 
 
 def pipeline_options(beam_argv: list[str], planned_rows: int = 0) -> PipelineOptions:
     """Beam options from the command line, the local worker count and mode chosen from the work.
 
-    A run of a few million rows is fastest in this process (``in_memory``); larger runs get one worker
-    process per ``ROWS_PER_WORKER`` rows, at most one per core. ``--direct_num_workers N`` lowers that
+    A run of about a million rows is fastest in this process (``in_memory``); larger runs get worker processes
+    (``local_workers``), at most one per core. ``--direct_num_workers N`` lowers that
     limit (0: one per core) but never starts a worker the work or the cores cannot use, so asking for more
     workers never makes a run slower or bigger; with ``--direct_running_mode`` also given, Beam gets
     exactly what was asked.
@@ -73,11 +78,12 @@ def pipeline_options(beam_argv: list[str], planned_rows: int = 0) -> PipelineOpt
 WORKER_COMMAND = f"exec {shlex.quote(sys.executable)} -m fmcg_beam.worker"
 
 
-def local_runner(options: PipelineOptions):
+def local_runner(options: PipelineOptions, scope: contextlib.ExitStack):
     """The in-process FnApiRunner for local runs: Beam's DirectRunner would first try to download Prism.
 
-    Multi-process runs start ``fmcg_beam.worker`` processes rather than Beam's own worker command: they
-    leave Ctrl-C to this process, die with it, and log to a file (see that module).
+    Multi-process runs fork their workers from a server process that ``scope`` stops (``fmcg_beam.forkserver``),
+    or where none can be forked start ``fmcg_beam.worker`` processes rather than Beam's own worker command;
+    either way they leave Ctrl-C to this process, die with it, and log to a file (see ``fmcg_beam.worker``).
     """
     name = options.view_as(StandardOptions).runner
     if name not in LOCAL_RUNNERS:
@@ -91,6 +97,10 @@ def local_runner(options: PipelineOptions):
     # With no running mode the runner keeps the environment given here (and its worker count).
     direct.direct_running_mode = None
     os.environ[worker.PARENT_ENV] = str(os.getpid())
+    from fmcg_beam import forkserver
+
+    if scope.enter_context(forkserver.serving()) is not None:
+        return FnApiRunner(default_environment=forkserver.ForkedEnvironment.default())
     return FnApiRunner(default_environment=SubprocessSDKEnvironment.from_command_string(WORKER_COMMAND))
 
 
@@ -215,6 +225,7 @@ def run(settings: Settings, beam_argv: list[str] | None = None, wait: bool = Tru
     runner_given = options.view_as(StandardOptions).runner in LOCAL_RUNNERS
     sink = sinks.create(settings, wait=wait or runner_given)  # a local runner always waits
     report = RunReport(settings)
+    local = contextlib.ExitStack()  # what the local runner needs for the run (its workers' fork server)
     try:
         # An increment extends the warehouse the sink holds: refused (exit 2) before anything is written.
         plan = planning.plan(settings, sink.base() if settings.mode == "incremental" else None)
@@ -223,7 +234,7 @@ def run(settings: Settings, beam_argv: list[str] | None = None, wait: bool = Tru
         gcp = options.view_as(GoogleCloudOptions)
         gcp.project = gcp.project or settings.project  # a project or temp location from FMCG_* variables
         gcp.temp_location = gcp.temp_location or settings.temp_location
-        runner = local_runner(options)
+        runner = local_runner(options, local)
         sink.prepare(plan)
         with progress.local_run(plan, enabled=runner is not None) as progress_path:
             p = pipeline.build(plan, options, sink.write, runner, spread=spreads(options, runner),
@@ -254,6 +265,7 @@ def run(settings: Settings, beam_argv: list[str] | None = None, wait: bool = Tru
             raise
         raise error
     finally:
+        local.close()
         sink.close()
     _fill_report(report, plan, values, written, getattr(sink, "expected", None))
     report.quality = getattr(sink, "quality", None)

@@ -46,8 +46,14 @@ def _divert_logs() -> None:
 def _stop_workers() -> None:
     """SIGTERM this run's local Beam workers, so the runner's shutdown does not wait on them.
 
-    Only ``fmcg_beam.worker`` children: a process that embeds the CLI may have children of its own.
+    Only ``fmcg_beam.worker`` children and the run's fork servers (whose forked workers die with them): a process
+    that embeds the CLI may have children of its own.
     """
+    for pid in list(worker.forked_servers):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
     children: set[int] = set()
     try:
         for tid in os.listdir(f"/proc/{os.getpid()}/task"):

@@ -1,8 +1,10 @@
 """A local worker process: Beam's SDK harness, as the local runner starts it for each worker.
 
-``fmcg_beam.run.local_runner`` has Beam start ``python -m fmcg_beam.worker``
-instead of Beam's ``apache_beam.runners.worker.sdk_worker_main``. It runs the
-same harness and differs only in how it stops:
+``fmcg_beam.run.local_runner`` has its workers forked from a ready interpreter
+(``fmcg_beam.forkserver``) or, where no process can be forked, has Beam start
+``python -m fmcg_beam.worker`` instead of Beam's
+``apache_beam.runners.worker.sdk_worker_main``. Either runs the same harness
+and differs from Beam's only in how it stops:
 
 - Ctrl-C in a terminal reaches the whole process group; the run's main process
   handles it and stops the workers itself, so workers ignore SIGINT and print
@@ -23,6 +25,7 @@ import sys
 PR_SET_PDEATHSIG = 1
 LOG_ENV = "FMCG_WORKER_LOG"
 PARENT_ENV = "FMCG_RUN_PID"
+forked_servers: set[int] = set()  # pids of this run's fork servers (fmcg_beam.forkserver): stopped with the workers
 
 
 def die_with(parent: int | None) -> None:
@@ -37,12 +40,25 @@ def die_with(parent: int | None) -> None:
         os._exit(1)
 
 
+PR_SET_NAME = 15
+FORKED_NAME = "fmcg-w-{run}"  # a forked worker's process name (/proc/PID/comm, what ps and top show)
+
+
+def name_process(name: str) -> None:
+    """Set this process's name as ps and top show it (15 bytes at most; Linux only, elsewhere a no-op)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_NAME, ctypes.c_char_p(name.encode()[:15]), 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
 def _die_with_parent() -> None:
     parent = os.environ.get(PARENT_ENV)
     die_with(int(parent) if parent else None)
 
 
-def _log_to_file() -> None:
+def log_to_file() -> None:
     path = os.environ.get(LOG_ENV)
     if not path:
         return
@@ -54,7 +70,7 @@ def _log_to_file() -> None:
 def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _die_with_parent()
-    _log_to_file()
+    log_to_file()
     from apache_beam.runners.worker import sdk_worker_main
 
     sdk_worker_main.main(sys.argv)

@@ -21,7 +21,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from fmcg_beam import outdir, sinks, warehouse
+from fmcg_beam import outdir, sinks, warehouse, worker
 
 from conftest import manifest, run_cli, tree
 
@@ -283,8 +283,13 @@ def _processes(match) -> list[int]:
 
 
 def _workers_of(pid: int) -> list[int]:
-    return _processes(lambda p: b"fmcg_beam.worker" in (p / "cmdline").read_bytes()
-                      and f"FMCG_RUN_PID={pid}\0".encode() in (p / "environ").read_bytes())
+    """The run's live worker processes: forked ones by their name (a dead one keeps it until it is reaped),
+    started ones by their command and environment."""
+    forked = worker.FORKED_NAME.format(run=pid)
+    return _processes(lambda p: ((p / "comm").read_text().strip() == forked
+                                 and (p / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z")
+                      or (b"fmcg_beam.worker" in (p / "cmdline").read_bytes()
+                          and f"FMCG_RUN_PID={pid}\0".encode() in (p / "environ").read_bytes()))
 
 
 @pytest.mark.parametrize("signum, code, group", [
@@ -308,6 +313,10 @@ def test_a_signal_stops_the_run_in_one_line_and_removes_its_staging(tmp_path, bu
     assert not _workers_of(proc.pid)
 
 
+def _parent(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
 def _forks_of(pid: int, command: bytes) -> list[int]:
     """Processes running ``command`` (a run's command line) other than ``pid``: the run's forks, such as the one
     drawing its page, whichever parent they have now."""
@@ -320,6 +329,9 @@ def test_sigkill_leaves_no_worker_and_the_next_run_removes_its_staging(tmp_path,
     _wait_for_staging(out, proc)
     workers = _workers_of(proc.pid)
     assert workers
+    # Forked by a server the run forked (fmcg_beam.forkserver), not started as interpreters of their own.
+    assert all(_parent(_parent(w)) == proc.pid for w in workers)
+    assert all(b"fmcg_beam.worker" not in Path(f"/proc/{w}/cmdline").read_bytes() for w in workers)
     command = Path(f"/proc/{proc.pid}/cmdline").read_bytes()
     assert _forks_of(proc.pid, command), "no process drawing the page"
     proc.kill()

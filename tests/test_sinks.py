@@ -86,8 +86,11 @@ def test_a_failing_sink_is_told_and_closed(recording, tmp_path):
 @pytest.mark.parametrize("rows, cores, workers", [
     (55_000, 16, 1),          # scale 0.05: in this process, whatever the machine
     (1_000_000, 2, 1),        # scale 1
-    (3_999_999, 16, 1),
-    (4_000_000, 16, 2),
+    (1_499_999, 16, 1),
+    (1_500_000, 16, 2),       # scale 2: two forked workers beat one in-process
+    (1_500_000, 1, 1),
+    (3_999_999, 16, 2),
+    (6_000_000, 16, 3),
     (16_000_000, 2, 2),       # scale 20 on 2 cores: both
     (16_000_000, 16, 8),      # scale 20 on 16 cores: 8, the fastest measured
     (63_000_000, 16, 16),     # scale 100
@@ -119,6 +122,28 @@ def test_a_small_run_stays_in_process_unless_told(monkeypatch):
     exact = ["--direct_num_workers", "16", "--direct_running_mode", "multi_processing"]
     told = running.pipeline_options(exact, 55_000).view_as(DirectOptions)
     assert (told.direct_num_workers, told.direct_running_mode) == (16, "multi_processing")
+
+
+def test_worker_processes_are_forked_where_a_process_can_be(monkeypatch):
+    import contextlib
+
+    from apache_beam.transforms.environments import SubprocessSDKEnvironment
+
+    from fmcg_beam import forkserver
+
+    exact = ["--direct_num_workers", "2", "--direct_running_mode", "multi_processing"]
+    with contextlib.ExitStack() as scope:
+        runner = running.local_runner(running.pipeline_options(exact), scope)
+        assert isinstance(runner._default_environment, forkserver.ForkedEnvironment)
+        server = forkserver._SERVER
+        assert server is not None and server.process.is_alive()
+    assert forkserver._SERVER is None and not server.process.is_alive()  # the run's scope stops it
+    # Where no process can be forked, Beam starts fmcg_beam.worker processes.
+    monkeypatch.setattr(forkserver.ForkServer, "fork", classmethod(lambda cls, *a, **k: None))
+    with contextlib.ExitStack() as scope:
+        runner = running.local_runner(running.pipeline_options(exact), scope)
+    env = runner._default_environment
+    assert isinstance(env, SubprocessSDKEnvironment) and env.command_string == running.WORKER_COMMAND
 
 
 def test_fewer_workers_than_asked_are_reported():
