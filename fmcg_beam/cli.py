@@ -132,6 +132,7 @@ def _main(argv: list[str], wait: bool) -> int:
     try:
         report = running.run(settings, argv, wait=wait)
     except OptionsError as exc:  # found once the run looked further, e.g. missing credentials
+        _discard(log_path)
         _error(str(exc))
         return 2
     except KeyboardInterrupt as exc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import tempfile
 from pathlib import Path
 
 import duckdb
@@ -32,6 +33,21 @@ def make_context(seed: int = 42, scale: float = 0.2, start=dt.date(2023, 1, 1), 
 
 def build_lookups(ctx: Context) -> Lookups:
     return Lookups({n: GENERATORS[n].generate_all(ctx) for n in DIMENSIONS})
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_temp(tmp_path_factory):
+    """The suite's temporary files (runs' logs, Beam's and the progress display's folders, the runs a test kills
+    leave behind) in a folder of pytest's own, which it prunes, rather than in the machine's."""
+    folder = str(tmp_path_factory.mktemp("temp"))
+    previous = os.environ.get("TMPDIR"), tempfile.tempdir
+    os.environ["TMPDIR"], tempfile.tempdir = folder, folder
+    yield folder
+    if previous[0] is None:
+        os.environ.pop("TMPDIR", None)
+    else:
+        os.environ["TMPDIR"] = previous[0]
+    tempfile.tempdir = previous[1]
 
 
 @pytest.fixture(scope="session")

@@ -8,6 +8,7 @@ import logging
 import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -122,12 +123,18 @@ def test_no_key_is_ever_duplicated_by_overlapping_increments(built):
 # --- refused: exit 2, one line, nothing written ---------------------------------------------------------
 
 
+def _run_logs() -> set[Path]:
+    return set(Path(tempfile.gettempdir()).glob("fmcg-beam-run-*.log"))
+
+
 def _refused(capsys, out: Path, *args: str) -> str:
     before = tree(out) if out.exists() else None
+    logs = _run_logs()
     assert run_cli(*args, "--output_dir", str(out)) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1, err
     assert (tree(out) if out.exists() else None) == before
+    assert _run_logs() <= logs, "a refused run left a log file behind"
     return err
 
 
