@@ -91,6 +91,14 @@ class Forked:
         self.conn.close()
 
 
+def next_request(conn):
+    """In a forked process: the run's next message, or ``None`` once the run sent ``None`` (stop) or closed its end."""
+    try:
+        return conn.recv()
+    except (EOFError, OSError):
+        return None
+
+
 def _main(target: Callable, conn, parent: int, close_fds: Sequence[int], args: tuple) -> None:
     import gc
     import signal

@@ -37,7 +37,7 @@ from apache_beam.utils import thread_pool_executor
 from google.protobuf import json_format, text_format
 
 from fmcg_beam import worker
-from fmcg_beam.forked import Forked
+from fmcg_beam.forked import Forked, next_request
 
 URN = "fmcg_beam:env:forked_python:v1"
 log = logging.getLogger(__name__)
@@ -129,10 +129,7 @@ def _serve(conn) -> None:
     try:
         while True:
             if wait([conn], timeout=0.05):
-                try:
-                    request = conn.recv()
-                except (EOFError, OSError):
-                    return
+                request = next_request(conn)
                 if request is None:
                     return
                 key, env = request

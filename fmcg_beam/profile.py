@@ -37,7 +37,7 @@ import duckdb
 import numpy as np
 
 from fmcg_beam import outdir, warehouse
-from fmcg_beam.forked import Forked
+from fmcg_beam.forked import Forked, next_request
 from fmcg_beam.options import OptionsError
 
 log = logging.getLogger(__name__)
@@ -776,10 +776,7 @@ def _drawing_process(conn) -> None:
 
     _can_draw()  # matplotlib loads while the run's pipeline runs (about 40 MB, on a core the pipeline leaves free)
     while True:
-        try:
-            job = conn.recv()
-        except (EOFError, OSError):
-            return
+        job = next_request(conn)
         if job is None:
             return
         root, manifest = job
