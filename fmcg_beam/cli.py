@@ -51,6 +51,20 @@ class _Stderr(logging.StreamHandler):
     def stream(self, value) -> None:
         pass
 
+    def emit(self, record: logging.LogRecord) -> None:
+        """A library's message with a traceback (Beam's runner, as a worker dies) is one line here; the traceback
+        goes to the run's log, which a failed run names (``fmcg_beam.worker.LOG_ENV``)."""
+        path = os.environ.get(worker.LOG_ENV)
+        if record.exc_info and path and not record.name.startswith("fmcg_beam"):
+            try:
+                with open(path, "a", encoding="utf-8") as f:
+                    f.write(self.format(record) + "\n")
+                record = logging.makeLogRecord({**record.__dict__, "exc_info": None, "exc_text": None,
+                                                "stack_info": None})
+            except OSError:  # no log to hold it: the traceback stays here
+                pass
+        super().emit(record)
+
 
 def _configure_logging(level: str = "info") -> None:
     """``--log_level``: fmcg-beam's own messages at ``level``; Beam's and other libraries' at warning.

@@ -14,7 +14,9 @@ A forked worker runs Beam's own SDK harness (``sdk_worker_main``) with the envir
 and behaves as ``fmcg_beam.worker`` describes: it ignores Ctrl-C (the run stops it), dies with the server, which
 dies with the run (Linux's parent-death signal, SIGKILL included), and writes its standard error to the run's
 worker log. It is named ``fmcg-w-<run pid>`` (``/proc/PID/comm``, what ps and top show), as its command line is
-the run's. The server reports each worker's exit code, and the handler fails as Beam's does on a non-zero one.
+the run's. The server reports each worker's exit code, and the handler fails as Beam's does on a non-zero one;
+the run's error then names the worker and how it ended (``fmcg_beam.worker.explain``: killed by SIGKILL, say,
+where the system ran out of memory) before what Beam saw (a closed channel).
 Where no process can be forked (not Linux), the run starts ``fmcg_beam.worker`` processes as before.
 """
 
@@ -64,6 +66,7 @@ class ForkServer(Forked):
         return server
 
     def worker(self, env: Mapping[str, str]) -> Future:
+        """Fork a worker with ``env`` added to its environment; a future of its ``(pid, exit code)``."""
         future: Future = Future()
         with self._lock:
             self._count += 1
@@ -82,13 +85,13 @@ class ForkServer(Forked):
         """Hand each exit code the server reports to the worker's future; fail them all if the server ends."""
         while True:
             try:
-                key, code = self.conn.recv()
+                key, pid, code = self.conn.recv()
             except (EOFError, OSError, ValueError, TypeError):
                 break
             with self._lock:
                 future = self._exits.pop(key, None)
             if future is not None:
-                future.set_result(code)
+                future.set_result((pid, code))
         with self._lock:
             pending, self._exits = list(self._exits.values()), {}
         for future in pending:
@@ -110,6 +113,7 @@ class serving:
 
     def __enter__(self) -> Optional[ForkServer]:
         global _SERVER
+        worker.ended.clear()
         _SERVER = ForkServer.start()
         return _SERVER
 
@@ -143,7 +147,7 @@ def _serve(conn) -> None:
                     break
                 key = children.pop(pid, None)
                 if key is not None:
-                    conn.send((key, os.waitstatus_to_exitcode(status)))
+                    conn.send((key, pid, os.waitstatus_to_exitcode(status)))
     finally:
         for pid in children:  # a server told to stop, or whose run ended, leaves no worker behind
             try:
@@ -237,8 +241,8 @@ class ForkedWorkerHandler(GrpcWorkerHandler):
         if self.worker_id:
             env["WORKER_ID"] = self.worker_id
         try:
-            code = server.worker(env).result()
-            if code:
-                raise RuntimeError(f"Worker subprocess exited with return code {code}")
+            pid, code = server.worker(env).result()
+            if code:  # the run's error says so first (fmcg_beam.worker.explain)
+                raise RuntimeError(worker.ended_early(pid, code))
         finally:
             logging_server.stop(0)

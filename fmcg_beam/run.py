@@ -260,7 +260,7 @@ def run(settings: Settings, beam_argv: list[str] | None = None, wait: bool = Tru
         report.sink_steps = dict(getattr(sink, "timings", {}))
         report.beside_steps = dict(getattr(sink, "beside", {}))
     except BaseException as exc:
-        error = sink.fail(exc)
+        error = sink.fail(worker.explain(exc))
         if error is exc:
             raise
         raise error

@@ -26,6 +26,30 @@ PR_SET_PDEATHSIG = 1
 LOG_ENV = "FMCG_WORKER_LOG"
 PARENT_ENV = "FMCG_RUN_PID"
 forked_servers: set[int] = set()  # pids of this run's fork servers (fmcg_beam.forkserver): stopped with the workers
+ended: list[str] = []  # how this run's forked workers ended early ("... was killed by SIGKILL"), in order
+
+
+def ended_early(pid: int, code: int) -> str:
+    """Record and say how worker ``pid`` ended with exit ``code`` (negative: the signal that killed it)."""
+    if code < 0:
+        name = signal.Signals(-code).name if -code in signal.valid_signals() else f"signal {-code}"
+        how = f"was killed by {name}" + (" (the system may have run out of memory)" if -code == signal.SIGKILL else "")
+    else:
+        how = f"exited with code {code}"
+    ended.append(f"a local worker process (pid {pid}) {how}")
+    return ended[-1]
+
+
+def explain(exc: BaseException) -> BaseException:
+    """``exc``, a run's failure, or where a worker ended early before it, a ``RuntimeError`` that says so first
+    (Beam itself only reports the closed channel). A stop (Ctrl-C) is left as it is."""
+    if not ended or not isinstance(exc, Exception):
+        return exc
+    from fmcg_beam.faults import first_line
+
+    error = RuntimeError(f"{ended[0]}; the pipeline stopped: {first_line(exc)}")
+    error.__cause__ = exc
+    return error
 
 
 def die_with(parent: int | None) -> None:

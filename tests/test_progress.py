@@ -318,6 +318,30 @@ def test_log_level(restore_logging, level, ours, beam):
     assert relay == (logging.DEBUG if level == "debug" else logging.ERROR)
 
 
+def test_a_librarys_traceback_is_one_line_here_and_whole_in_the_run_log(restore_logging, capsys, tmp_path,
+                                                                        monkeypatch):
+    from fmcg_beam import worker
+
+    log = tmp_path / "run.log"
+    monkeypatch.setenv(worker.LOG_ENV, str(log))
+    handler = cli._Stderr("%(levelname)s %(name)s: %(message)s")
+    logger = logging.getLogger("apache_beam.runners.worker.data_plane")
+    logger.addHandler(handler)
+    try:
+        try:
+            raise ValueError("the channel closed")
+        except ValueError:
+            logger.exception("Failed to read inputs")
+        logging.getLogger("apache_beam.runners.common").error("no traceback: %s", "as it was")
+    finally:
+        logger.removeHandler(handler)
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "ERROR apache_beam.runners.worker.data_plane: Failed to read inputs\n" in err
+    text = log.read_text()
+    assert "Failed to read inputs" in text and "Traceback" in text and "ValueError: the channel closed" in text
+    assert "as it was" not in text  # a message without a traceback stays on stderr alone
+
+
 def test_our_messages_follow_stderr_when_it_is_swapped(restore_logging, capsys):
     cli._configure_logging("info")
     logging.getLogger("fmcg_beam.progress").info("first")

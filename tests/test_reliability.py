@@ -313,6 +313,22 @@ def test_a_signal_stops_the_run_in_one_line_and_removes_its_staging(tmp_path, bu
     assert not _workers_of(proc.pid)
 
 
+def test_a_killed_worker_fails_the_run_in_one_line_that_says_so(tmp_path, built):
+    out = copy_warehouse(built, tmp_path / "out")
+    before = tree(out)
+    proc = _start(out)
+    _wait_for_staging(out, proc)
+    killed = _workers_of(proc.pid)[0]
+    os.kill(killed, signal.SIGKILL)  # as the system's out-of-memory killer does
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1
+    errors = [line for line in err.splitlines() if not line.startswith("fmcg-beam: progress: ")]
+    assert errors[-1].startswith(f"fmcg-beam: error: a local worker process (pid {killed}) was killed by SIGKILL "), err
+    assert f"the previous warehouse in {out} is unchanged; details in " in errors[-1]
+    assert "Traceback" not in err and len(errors) <= 3, err  # Beam's own word on it: a line each
+    assert tree(out) == before and not list((out / outdir.CONTROL).glob("staging-*"))
+
+
 def _parent(pid: int) -> int:
     return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
 
