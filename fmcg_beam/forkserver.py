@@ -28,7 +28,7 @@ import signal
 import sys
 import threading
 from concurrent.futures import Future
-from typing import Mapping, Optional
+from typing import Mapping, Optional, Sequence
 
 import grpc
 from apache_beam.portability.api import beam_fn_api_pb2_grpc, endpoints_pb2
@@ -59,8 +59,8 @@ class ForkServer(Forked):
         self._reader: Optional[threading.Thread] = None
 
     @classmethod
-    def start(cls) -> Optional["ForkServer"]:
-        server = cls.fork(_serve, name="fmcg-beam-workers")
+    def start(cls, close_fds: Sequence[int] = ()) -> Optional["ForkServer"]:
+        server = cls.fork(_serve, close_fds=close_fds, name="fmcg-beam-workers")
         if server is not None:
             worker.forked_servers.add(server.process.pid)
         return server
@@ -108,13 +108,16 @@ _SERVER: Optional[ForkServer] = None  # the server of the run in progress; set b
 
 
 class serving:
-    """``with serving() as server:`` a fork server for the block (``None`` where none could be forked); the
-    runner's ``ForkedWorkerHandler`` uses it."""
+    """``with serving(close_fds) as server:`` a fork server for the block that holds none of ``close_fds``
+    (``None`` where none could be forked); the runner's ``ForkedWorkerHandler`` uses it."""
+
+    def __init__(self, close_fds: Sequence[int] = ()):
+        self.close_fds = tuple(close_fds)
 
     def __enter__(self) -> Optional[ForkServer]:
         global _SERVER
         worker.ended.clear()
-        _SERVER = ForkServer.start()
+        _SERVER = ForkServer.start(self.close_fds)
         return _SERVER
 
     def __exit__(self, *exc) -> None:

@@ -17,6 +17,7 @@ import shlex
 import sys
 import time
 from dataclasses import dataclass, field
+from typing import Sequence
 
 from apache_beam.options.pipeline_options import DirectOptions, GoogleCloudOptions, PipelineOptions, StandardOptions
 
@@ -78,11 +79,12 @@ def pipeline_options(beam_argv: list[str], planned_rows: int = 0) -> PipelineOpt
 WORKER_COMMAND = f"exec {shlex.quote(sys.executable)} -m fmcg_beam.worker"
 
 
-def local_runner(options: PipelineOptions, scope: contextlib.ExitStack):
+def local_runner(options: PipelineOptions, scope: contextlib.ExitStack, close_fds: Sequence[int] = ()):
     """The in-process FnApiRunner for local runs: Beam's DirectRunner would first try to download Prism.
 
     Multi-process runs fork their workers from a server process that ``scope`` stops (``fmcg_beam.forkserver``),
-    or where none can be forked start ``fmcg_beam.worker`` processes rather than Beam's own worker command;
+    or where none can be forked start ``fmcg_beam.worker`` processes rather than Beam's own worker command (the
+    server closes ``close_fds``, the output directory's lock, first);
     either way they leave Ctrl-C to this process, die with it, and log to a file (see ``fmcg_beam.worker``).
     """
     name = options.view_as(StandardOptions).runner
@@ -99,7 +101,7 @@ def local_runner(options: PipelineOptions, scope: contextlib.ExitStack):
     os.environ[worker.PARENT_ENV] = str(os.getpid())
     from fmcg_beam import forkserver
 
-    if scope.enter_context(forkserver.serving()) is not None:
+    if scope.enter_context(forkserver.serving(close_fds)) is not None:
         return FnApiRunner(default_environment=forkserver.ForkedEnvironment.default())
     return FnApiRunner(default_environment=SubprocessSDKEnvironment.from_command_string(WORKER_COMMAND))
 
@@ -234,7 +236,7 @@ def run(settings: Settings, beam_argv: list[str] | None = None, wait: bool = Tru
         gcp = options.view_as(GoogleCloudOptions)
         gcp.project = gcp.project or settings.project  # a project or temp location from FMCG_* variables
         gcp.temp_location = gcp.temp_location or settings.temp_location
-        runner = local_runner(options, local)
+        runner = local_runner(options, local, sink.held_fds())  # an increment's sink holds its lock already
         sink.prepare(plan)
         with progress.local_run(plan, enabled=runner is not None) as progress_path:
             p = pipeline.build(plan, options, sink.write, runner, spread=spreads(options, runner),

@@ -80,6 +80,10 @@ class Sink:
     def watch(self) -> ContextManager:
         return contextlib.nullcontext()
 
+    def held_fds(self) -> list[int]:
+        """Descriptors the run holds that no process it forks may keep (the output directory's lock)."""
+        return []
+
     def started(self, result) -> None:
         """The running pipeline's result (a remote job the sink may cancel if the run fails)."""
 
@@ -315,6 +319,9 @@ class LocalSink(Sink):
     def where(self) -> str:
         return str(self.out.target)
 
+    def held_fds(self) -> list[int]:
+        return [fd for fd in [self.out.lock_fd] if fd is not None]
+
     def _enter(self) -> None:
         if not self._open:
             self.out.__enter__()
@@ -350,9 +357,8 @@ class LocalSink(Sink):
         if self.side_by_side:
             # Forked now, while the run holds few threads and little memory; the first works through the pipeline,
             # the second waits through it.
-            locks = [fd for fd in [self.out.lock_fd] if fd is not None]
-            self.early = EarlyBuild.start(self, plan, close_fds=locks)
-            self.drawer = profile.Drawer.start(close_fds=locks)
+            self.early = EarlyBuild.start(self, plan, close_fds=self.held_fds())
+            self.drawer = profile.Drawer.start(close_fds=self.held_fds())
 
     def write(self, tables: list[str]) -> beam.PTransform:
         return warehouse.WriteParquet(tables, self.stage, feed=self.fact_feed)

@@ -124,20 +124,28 @@ def test_a_small_run_stays_in_process_unless_told(monkeypatch):
     assert (told.direct_num_workers, told.direct_running_mode) == (16, "multi_processing")
 
 
-def test_worker_processes_are_forked_where_a_process_can_be(monkeypatch):
+def test_worker_processes_are_forked_where_a_process_can_be(monkeypatch, tmp_path):
     import contextlib
+    import os
 
     from apache_beam.transforms.environments import SubprocessSDKEnvironment
 
     from fmcg_beam import forkserver
 
     exact = ["--direct_num_workers", "2", "--direct_running_mode", "multi_processing"]
-    with contextlib.ExitStack() as scope:
-        runner = running.local_runner(running.pipeline_options(exact), scope)
-        assert isinstance(runner._default_environment, forkserver.ForkedEnvironment)
-        server = forkserver._SERVER
-        assert server is not None and server.process.is_alive()
-    assert forkserver._SERVER is None and not server.process.is_alive()  # the run's scope stops it
+    lock = tmp_path / "lock"  # the output directory's lock, as an increment's sink holds it while it plans
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT)
+    try:
+        with contextlib.ExitStack() as scope:
+            runner = running.local_runner(running.pipeline_options(exact), scope, [fd])
+            assert isinstance(runner._default_environment, forkserver.ForkedEnvironment)
+            server = forkserver._SERVER
+            assert server is not None and server.process.is_alive()
+            fds = f"/proc/{server.process.pid}/fd"
+            assert str(lock) not in {os.readlink(f"{fds}/{n}") for n in os.listdir(fds)}
+        assert forkserver._SERVER is None and not server.process.is_alive()  # the run's scope stops it
+    finally:
+        os.close(fd)
     # Where no process can be forked, Beam starts fmcg_beam.worker processes.
     monkeypatch.setattr(forkserver.ForkServer, "fork", classmethod(lambda cls, *a, **k: None))
     with contextlib.ExitStack() as scope:
