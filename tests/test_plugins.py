@@ -240,6 +240,25 @@ def test_a_child_of_a_fact_rederives_its_parent_per_unit(plugins):
     assert sum((b.column("score").to_pylist() for b in regrouped), []) == child["score"]
 
 
+def test_a_childs_rows_are_counted_over_forked_processes_and_add_up_the_same(plugins, monkeypatch):
+    import os
+
+    from fmcg_beam.generators import base
+
+    plugins.child()
+    gen = GENERATORS["fact_promoted_lines"]
+    ctx = make_context(scale=0.05, start=dt.date(2024, 10, 1), end=dt.date(2024, 11, 30))
+    lookups = build_lookups(ctx)
+    parents = GENERATORS["fact_sales"].units(ctx, lookups)
+    serial = gen.count_rows(ctx, parents, lookups)
+    seen = list(type(gen).seen_parent_rows)
+    monkeypatch.setattr(base, "PARALLEL_COUNT_UNITS", 8)
+    monkeypatch.setattr(os, "cpu_count", lambda: 3)  # three parts of unequal length
+    forked = base.count_units(gen, ctx, parents, lookups)
+    assert forked == serial and sum(serial) > 0 and len(serial) == len(parents) > 8
+    assert type(gen).seen_parent_rows == seen, "the units were counted in this process, not in forked ones"
+
+
 def test_a_child_of_a_fact_in_a_run(plugins, tmp_path):
     plugins.child()
     out = tmp_path / "out"

@@ -377,7 +377,8 @@ class ChildOfFact(ReadsAFact):
     generated wherever its work item lands.
 
     Planning counts the child's rows per unit the same way, once per context (``count_child``, by default
-    the length of ``generate_child``'s output): as costly as generating the parent once on one core.
+    the length of ``generate_child``'s output): as costly as generating the parent once, which planning spreads
+    over the machine's cores (``count_units``).
     """
 
     parent: ClassVar[str]
@@ -417,13 +418,15 @@ class ChildOfFact(ReadsAFact):
         # Counted once per context: the counts depend only on the context (dimensions are derived from it).
         planned: dict[Context, list[ChildUnit]] = self.__dict__.setdefault("_planned", {})
         if ctx not in planned:
-            units = []
-            for pu in self.parent_generator.units(ctx, lookups):
-                unit = ChildUnit(pu.key, 0, pu.rows)
-                rows = self.count_child(ctx, unit, self.parent_rows(ctx, pu, lookups), lookups) if pu.rows else 0
-                units.append(ChildUnit(pu.key, rows, pu.rows))
-            planned[ctx] = units
+            parents = self.parent_generator.units(ctx, lookups)
+            counts = count_units(self, ctx, parents, lookups)
+            planned[ctx] = [ChildUnit(pu.key, rows, pu.rows) for pu, rows in zip(parents, counts)]
         return list(planned[ctx])
+
+    def count_rows(self, ctx: Context, parents: Sequence[Unit], lookups: Lookups | None) -> list[int]:
+        """The child's rows in each of the parent's ``parents`` units, here."""
+        return [self.count_child(ctx, ChildUnit(pu.key, 0, pu.rows), self.parent_rows(ctx, pu, lookups), lookups)
+                if pu.rows else 0 for pu in parents]
 
     def generate_unit(self, ctx: Context, unit: Unit, lookups: Lookups | None) -> dict[str, object]:
         if not isinstance(unit, ChildUnit):
@@ -434,6 +437,48 @@ class ChildOfFact(ReadsAFact):
         """Work items weighed by the parent rows they re-derive, the bulk of a child's work."""
         return group_shards(self.name, units, rows_per_shard,
                             work=lambda u: max(u.rows, getattr(u, "parent_rows", 0)))
+
+
+PARALLEL_COUNT_UNITS = 64  # fewer parent units are counted in this process: a fork costs more than they do
+_COUNTING: tuple | None = None  # (child, ctx, chunks, lookups) while count_units' forked processes work
+
+
+def count_units(child: ChildOfFact, ctx: Context, parents: Sequence[Unit], lookups: Lookups | None) -> list[int]:
+    """``child.count_rows`` of ``parents``, over as many forked processes as the machine has cores.
+
+    Counting re-derives every parent row, one unit at a time (the sales of a scale-20 run: 9 s on one core).
+    The processes are forked, so they read the parent's generator and the dimensions as they are here (no copy,
+    no pickling); each counts every n-th unit, and the counts are the same however they are split. Where no
+    process can be forked (not Linux, or in a daemon process), or there are few units, the counting is done here.
+    """
+    import os
+    import sys
+
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    global _COUNTING
+    cores = os.cpu_count() or 1
+    if cores < 2 or len(parents) < PARALLEL_COUNT_UNITS or not sys.platform.startswith("linux") \
+            or _COUNTING is not None or multiprocessing.current_process().daemon:  # a daemon forks no pool
+        return child.count_rows(ctx, parents, lookups)
+
+    n = min(cores, len(parents) // (PARALLEL_COUNT_UNITS // 2))
+    _COUNTING = (child, ctx, [list(parents[k::n]) for k in range(n)], lookups)
+    try:
+        with ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("fork")) as pool:
+            parts = list(pool.map(_count_part, range(n)))
+    finally:
+        _COUNTING = None
+    counts = [0] * len(parents)
+    for k, part in enumerate(parts):
+        counts[k::n] = part
+    return counts
+
+
+def _count_part(k: int) -> list[int]:
+    child, ctx, chunks, lookups = _COUNTING
+    return child.count_rows(ctx, chunks[k], lookups)
 
 
 class TotalsReader(ReadsAFact):
