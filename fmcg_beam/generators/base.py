@@ -32,6 +32,7 @@ generated, so no fact row crosses a shuffle either. Plugins
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import Callable, ClassVar, Iterable, Iterator, Mapping, Optional, Sequence, TypeVar
@@ -43,6 +44,7 @@ from fmcg_beam import columns, history, schema, timeline
 from fmcg_beam.columns import NULL
 from fmcg_beam.domain import Context, Unit  # noqa: F401 - re-exported to the pipeline and the plan
 from fmcg_beam.domain import DIM_BLOCK, FACT_BLOCK, check_planned, daily_units
+from fmcg_beam.forked import Forked
 from fmcg_beam.randomness import Streams
 
 T = TypeVar("T")
@@ -440,45 +442,61 @@ class ChildOfFact(ReadsAFact):
 
 
 PARALLEL_COUNT_UNITS = 64  # fewer parent units are counted in this process: a fork costs more than they do
-_COUNTING: tuple | None = None  # (child, ctx, chunks, lookups) while count_units' forked processes work
+COUNT_SECONDS = 3600.0  # what one process's share of the counting may take (scale 100 on one core: about 2 min)
 
 
 def count_units(child: ChildOfFact, ctx: Context, parents: Sequence[Unit], lookups: Lookups | None) -> list[int]:
     """``child.count_rows`` of ``parents``, over as many forked processes as the machine has cores.
 
     Counting re-derives every parent row, one unit at a time (the sales of a scale-20 run: 9 s on one core).
-    The processes are forked, so they read the parent's generator and the dimensions as they are here (no copy,
-    no pickling); each counts every n-th unit, and the counts are the same however they are split. Where no
-    process can be forked (not Linux, or in a daemon process), or there are few units, the counting is done here.
+    The processes are forked (``fmcg_beam.forked``: they ignore Ctrl-C, which stops the run, and die with it), so
+    they read the parent's generator and the dimensions as they are here (no copy, no pickling); each counts
+    every n-th unit, and the counts are the same however they are split. A part whose process could not be
+    forked or failed is counted here (a plugin's error is raised here, as it would be without the processes);
+    so are all of them where no process can be forked (not Linux, or in a daemon process) or the units are few.
     """
-    import os
-    import sys
-
     import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
 
-    global _COUNTING
     cores = os.cpu_count() or 1
-    if cores < 2 or len(parents) < PARALLEL_COUNT_UNITS or not sys.platform.startswith("linux") \
-            or _COUNTING is not None or multiprocessing.current_process().daemon:  # a daemon forks no pool
+    if cores < 2 or len(parents) < PARALLEL_COUNT_UNITS or multiprocessing.current_process().daemon:
         return child.count_rows(ctx, parents, lookups)
-
     n = min(cores, len(parents) // (PARALLEL_COUNT_UNITS // 2))
-    _COUNTING = (child, ctx, [list(parents[k::n]) for k in range(n)], lookups)
+    parts = [list(parents[k::n]) for k in range(n)]
+    forks: list[Optional[_Counter]] = []
     try:
-        with ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("fork")) as pool:
-            parts = list(pool.map(_count_part, range(n)))
+        for part in parts:
+            forks.append(_Counter.fork(_count_part, (child, ctx, part, lookups), name="fmcg-beam-count"))
+        counts = [0] * len(parents)
+        for k, (part, fork) in enumerate(zip(parts, forks)):
+            counted = fork.counts() if fork is not None else None
+            counts[k::n] = counted if counted is not None else child.count_rows(ctx, part, lookups)
+        return counts
     finally:
-        _COUNTING = None
-    counts = [0] * len(parents)
-    for k, part in enumerate(parts):
-        counts[k::n] = part
-    return counts
+        for fork in forks:
+            if fork is not None:
+                fork.end(0)
 
 
-def _count_part(k: int) -> list[int]:
-    child, ctx, chunks, lookups = _COUNTING
-    return child.count_rows(ctx, chunks[k], lookups)
+class _Counter(Forked):
+    """A forked process counting a part of a ``ChildOfFact``'s rows (``count_units``)."""
+
+    what = "a process counting a table's rows"
+
+    def counts(self) -> Optional[list[int]]:
+        """Its counts, or ``None`` where it failed or ended without them."""
+        try:
+            return self.receive(COUNT_SECONDS)
+        except RuntimeError:
+            return None
+
+
+def _count_part(conn, child: ChildOfFact, ctx: Context, parents: list[Unit], lookups: Lookups | None) -> None:
+    """A counting process: the counts of its ``parents``, or ``None`` if counting failed (the run counts them)."""
+    try:
+        counts = child.count_rows(ctx, parents, lookups)
+    except Exception:
+        counts = None
+    conn.send(counts)
 
 
 class TotalsReader(ReadsAFact):

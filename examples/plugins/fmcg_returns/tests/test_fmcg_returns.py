@@ -144,6 +144,31 @@ def test_built_in_tables_are_the_same_without_the_plugin(warehouse, tmp_path):
                (without[table]["rows"], without[table]["checksum"]), table
 
 
+def test_ctrl_c_while_the_returns_are_counted_is_one_line(tmp_path):
+    """Planning counts the returns in forked processes (``count_units``); Ctrl-C reaches them too (the terminal's
+    whole process group) and still ends the run with its one line, and no process outlives it."""
+    import signal
+    import time
+
+    out = tmp_path / "out"
+    # Over 8M sales lines to count: about 4 s of planning on 2 cores, 1 s on 16.
+    proc = subprocess.Popen([sys.executable, "-m", "fmcg_beam", "--scale", "20", "--tables", "fact_returns",
+                             "--output_dir", str(out)], stderr=subprocess.PIPE, text=True, start_new_session=True)
+    children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+    deadline = time.monotonic() + 60
+    while not children.read_text().split():  # the counting processes are the run's first
+        assert proc.poll() is None and time.monotonic() < deadline, "no counting process was forked"
+        time.sleep(0.02)
+    forked = [int(pid) for pid in children.read_text().split()]
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert err.strip().splitlines() == [f"fmcg-beam: error: stopped by SIGINT; nothing was written to {out}"], err
+    time.sleep(0.5)
+    assert not [pid for pid in forked if Path(f"/proc/{pid}").exists()
+                and Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"]
+
+
 def test_asking_for_returns_alone_adds_the_sales_and_dimensions_they_need(tmp_path, warehouse):
     out = tmp_path / "out"
     assert cli.main([*RUN, "--tables", "fact_returns", "--output_dir", str(out), "--direct_num_workers", "1"]) == 0
