@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 
 class ForkServer(Forked):
     """The run's end of the server: ``worker(env)`` forks a worker with ``env`` added to its environment and
-    returns a future of its exit code."""
+    returns a future of its ``(pid, exit code)``."""
 
     what = "the process that forks the local workers"
 
@@ -164,17 +164,13 @@ def _work(conn, server: int, env: Mapping[str, str]) -> None:
     code = 1
     try:
         conn.close()
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # SIGINT stays ignored, as in the server
-        worker.die_with(server)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the run's handler, inherited; a started worker has none
         worker.name_process(worker.FORKED_NAME.format(run=os.environ.get(worker.PARENT_ENV, "")))
         os.environ.update(env)
-        worker.log_to_file()
         root = logging.getLogger()
         for handler in list(root.handlers):  # a started worker has none: its harness adds its own
             root.removeHandler(handler)
-        from apache_beam.runners.worker import sdk_worker_main
-
-        sdk_worker_main.main(sys.argv)
+        worker.harness(server)
         code = 0
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1

@@ -77,12 +77,7 @@ def name_process(name: str) -> None:
         pass
 
 
-def _die_with_parent() -> None:
-    parent = os.environ.get(PARENT_ENV)
-    die_with(int(parent) if parent else None)
-
-
-def log_to_file() -> None:
+def _log_to_file() -> None:
     path = os.environ.get(LOG_ENV)
     if not path:
         return
@@ -91,13 +86,20 @@ def log_to_file() -> None:
     os.close(fd)
 
 
-def main() -> None:
+def harness(parent: int | None) -> None:
+    """Beam's SDK harness in this process, stopping as this module says: Ctrl-C ignored, dead with ``parent``
+    (the run, or the fork server that forked this process), standard error in the run's worker log."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _die_with_parent()
-    log_to_file()
+    die_with(parent)
+    _log_to_file()
     from apache_beam.runners.worker import sdk_worker_main
 
     sdk_worker_main.main(sys.argv)
+
+
+def main() -> None:
+    parent = os.environ.get(PARENT_ENV)
+    harness(int(parent) if parent else None)
 
 
 if __name__ == "__main__":
