@@ -5,8 +5,8 @@ Each does mostly Python (matplotlib; the change feed's Arrow code and DuckDB's s
 process would take turns for the interpreter with the in-process pipeline or with each other; in a process of its
 own it has an interpreter, and a core the run leaves free. ``Forked.start`` forks one early, while the run holds
 few threads and little memory (the pages it shares with the run are copied only where either writes): the target
-gets the run's objects as they are, without pickling. The process ignores Ctrl-C (the run stops it), dies with the
-run even on SIGKILL (Linux's parent-death signal), and holds none of the run's files open that ``close_fds`` names
+gets the run's objects as they are, without pickling. The process ignores Ctrl-C (the run stops it), ends on SIGTERM
+and SIGHUP, dies with the run even on SIGKILL (Linux's parent-death signal), and holds none of the run's files open that ``close_fds`` names
 (the output directory's lock): it closes them before it says it is ready. Fork is Linux's; elsewhere ``start``
 returns ``None`` and the run does the work itself.
 """
@@ -15,10 +15,14 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import time
 from typing import Callable, Optional, Sequence
 
+from fmcg_beam.stopping import SIGNAL_EXIT
+
 log = logging.getLogger(__name__)
+STOP_SIGNALS = set(SIGNAL_EXIT)  # the signals that stop a run
 READY_SECONDS = 10.0  # a forked process not ready by then is not used: the run does its work itself
 
 
@@ -46,17 +50,24 @@ class Forked:
             parent, child = ctx.Pipe()
             process = ctx.Process(target=_main, args=(target, child, os.getpid(), tuple(close_fds), args),
                                   name=name, daemon=True)
-            process.start()
+            # The run's signals wait until the child has its own handlers (``_main``): one arriving in between
+            # would run the run's handler in the child, inside the fork's own bookkeeping.
+            held = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+            try:
+                process.start()
+            finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, held)
             child.close()
             # Ready once it has closed ``close_fds``: from then on the run's lock is the run's alone.
             if not (parent.poll(READY_SECONDS) and parent.recv() == "ready"):
                 raise OSError(f"{cls.what} was not ready within {READY_SECONDS:g} s")
         except (OSError, ValueError, EOFError) as exc:
             log.debug("%s did not start: %s", cls.what, exc)
-            if process is not None and process.is_alive():
-                process.kill()
-                process.join()
+            _kill(process)
             return None
+        except BaseException:  # the run was stopped meanwhile: no process of its own is left behind
+            _kill(process)
+            raise
         return cls(process, parent)
 
     def send(self, message) -> None:
@@ -99,14 +110,24 @@ def next_request(conn):
         return None
 
 
+def _kill(process) -> None:
+    if process is not None and process.is_alive():
+        process.kill()
+        process.join()
+
+
 def _main(target: Callable, conn, parent: int, close_fds: Sequence[int], args: tuple) -> None:
     import gc
-    import signal
 
     from fmcg_beam.worker import die_with
 
-    gc.freeze()  # the run's objects, shared with it, stay unwritten: the collector never walks them here
+    # Ctrl-C is the run's to handle; SIGTERM and SIGHUP end the process, as they end a started one (the run's own
+    # handlers for them came with the fork). Then the signals held since the fork arrive.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for s in STOP_SIGNALS - {signal.SIGINT}:
+        signal.signal(s, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+    gc.freeze()  # the run's objects, shared with it, stay unwritten: the collector never walks them here
     die_with(parent)
     for fd in close_fds:
         try:

@@ -164,7 +164,6 @@ def _work(conn, server: int, env: Mapping[str, str]) -> None:
     code = 1
     try:
         conn.close()
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the run's handler, inherited; a started worker has none
         worker.name_process(worker.FORKED_NAME.format(run=os.environ.get(worker.PARENT_ENV, "")))
         os.environ.update(env)
         root = logging.getLogger()
