@@ -240,7 +240,11 @@ class ForkedWorkerHandler(GrpcWorkerHandler):
             env["WORKER_ID"] = self.worker_id
         try:
             pid, code = server.worker(env).result()
-            if code:  # the run's error says so first (fmcg_beam.worker.explain)
-                raise RuntimeError(worker.ended_early(pid, code))
+            if code:
+                # What the runner waits for from this worker fails at once, as Beam's Docker handler does for a
+                # container that ended; otherwise a wait could outlast the worker. The run's error says so first.
+                error = RuntimeError(worker.ended_early(pid, code))
+                self.control_conn.abort(error)
+                raise error
         finally:
             logging_server.stop(0)

@@ -43,9 +43,10 @@ def ended_early(pid: int, code: int) -> str:
 def explain(exc: BaseException) -> BaseException:
     """``exc``, a run's failure, or where a worker ended early before it, a ``RuntimeError`` that says so first
     (Beam itself only reports the closed channel). A stop (Ctrl-C) is left as it is."""
-    if not ended or not isinstance(exc, Exception):
-        return exc
     from fmcg_beam.faults import first_line
+
+    if not ended or not isinstance(exc, Exception) or first_line(exc) == ended[0]:  # it says so already
+        return exc
 
     error = RuntimeError(f"{ended[0]}; the pipeline stopped: {first_line(exc)}")
     error.__cause__ = exc
