@@ -38,6 +38,7 @@ writes table by table (BigQuery) routes the elements with ``PerTable``.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
@@ -113,14 +114,16 @@ class GenerateShardFn(beam.DoFn):
     ``totals_tag(reader)``. An unwritten shard yields nothing else.
 
     ``progress``, a file path on this machine, gets a line per finished shard (``fmcg_beam.progress``);
-    only local runs pass one.
+    only local runs pass one. ``slots`` (``fmcg_beam.worker.shard_slots``, local runs with more workers than
+    cores) bound the shards generated at once.
     """
 
     def __init__(self, tables: Sequence[str], ctx: Context, progress: str | None = None,
-                 readers: Mapping[str, Sequence[str]] | None = None):
+                 readers: Mapping[str, Sequence[str]] | None = None, slots: tuple[str, int] | None = None):
         self.tables = tuple(tables)
         self.ctx = ctx
         self.progress = progress
+        self.slots = slots
         self.readers = {source: tuple(names) for source, names in (readers or {}).items()}
         self._lookups: Lookups | None = None
         self._metrics = TableCounters("rows", "generate_msecs")
@@ -138,7 +141,19 @@ class GenerateShardFn(beam.DoFn):
             self._lookups = Lookups.from_batches([(t, b) for t, _, b in dimensions if t in wanted])
         return self._lookups
 
+    def slot(self):
+        """What ``process`` holds while it generates and writes a shard: a slot where the run bounds them."""
+        if self.slots is None:
+            return contextlib.nullcontext()
+        from fmcg_beam import worker  # local runs only
+
+        return worker.shard_slot(self.slots)
+
     def process(self, shard: Shard, dimensions: Iterable[ShardBatch] = ()) -> Iterator[ShardBatch]:
+        with self.slot():
+            yield from self._process(shard, dimensions)
+
+    def _process(self, shard: Shard, dimensions: Iterable[ShardBatch]) -> Iterator[ShardBatch]:
         gen = GENERATORS[shard.table]
         readers = self.readers.get(shard.table, ())
         lookups = self.lookups(dimensions) if gen.needs or readers else None
@@ -183,7 +198,7 @@ class GenerateTables(beam.PTransform):
 
     def __init__(self, shards: Sequence[Shard], ctx: Context, dimensions: beam.PCollection | None = None,
                  spread: bool = True, progress: str | None = None,
-                 readers: Mapping[str, Sequence[str]] | None = None):
+                 readers: Mapping[str, Sequence[str]] | None = None, slots: tuple[str, int] | None = None):
         super().__init__()
         if not shards:
             raise ValueError("no shards to generate")
@@ -193,6 +208,7 @@ class GenerateTables(beam.PTransform):
         self.dimensions = dimensions
         self.spread = spread
         self.progress = progress
+        self.slots = slots
         self.readers = {source: tuple(names) for source, names in (readers or {}).items() if names}
         fed = {s.table for s in self.shards if not s.written}
         if fed - set(self.readers):
@@ -203,7 +219,8 @@ class GenerateTables(beam.PTransform):
         if self.spread:
             shards = shards | "Spread" >> beam.Reshuffle()
         side = () if self.dimensions is None else (beam.pvalue.AsList(self.dimensions),)
-        generate = beam.ParDo(GenerateShardFn(self.tables, self.ctx, self.progress, self.readers), *side)
+        generate = beam.ParDo(GenerateShardFn(self.tables, self.ctx, self.progress, self.readers, self.slots),
+                              *side)
         if not self.readers:
             return shards | "Generate" >> generate
         tags = [totals_tag(r) for names in self.readers.values() for r in names]
@@ -248,6 +265,11 @@ class GenerateFromTotalsFn(GenerateShardFn):
 
     def process(self, shard: Shard, totals: Mapping[object, Iterable[np.ndarray]],
                 dimensions: Iterable[ShardBatch] = ()) -> Iterator[ShardBatch]:
+        with self.slot():
+            yield from self._from_totals(shard, totals, dimensions)
+
+    def _from_totals(self, shard: Shard, totals: Mapping[object, Iterable[np.ndarray]],
+                     dimensions: Iterable[ShardBatch]) -> Iterator[ShardBatch]:
         gen = GENERATORS[shard.table]
         lookups = self.lookups(dimensions) if gen.needs else None
         started = time.perf_counter()
@@ -273,7 +295,8 @@ class GenerateFromTotals(beam.PTransform):
     """
 
     def __init__(self, shards: Sequence[Shard], ctx: Context, partial: beam.PCollection | None,
-                 dimensions: beam.PCollection | None = None, spread: bool = True, progress: str | None = None):
+                 dimensions: beam.PCollection | None = None, spread: bool = True, progress: str | None = None,
+                 slots: tuple[str, int] | None = None):
         super().__init__()
         if not shards:
             raise ValueError("no shards to generate")
@@ -287,6 +310,7 @@ class GenerateFromTotals(beam.PTransform):
         self.dimensions = dimensions
         self.spread = spread
         self.progress = progress
+        self.slots = slots
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
         if self.partial is None:
@@ -300,7 +324,8 @@ class GenerateFromTotals(beam.PTransform):
         side = [beam.pvalue.AsMultiMap(merged)]
         if self.dimensions is not None:
             side.append(beam.pvalue.AsList(self.dimensions))
-        return shards | "Generate" >> beam.ParDo(GenerateFromTotalsFn([self.table], self.ctx, self.progress), *side)
+        generate = GenerateFromTotalsFn([self.table], self.ctx, self.progress, slots=self.slots)
+        return shards | "Generate" >> beam.ParDo(generate, *side)
 
 
 class _RouteFn(beam.DoFn):
@@ -365,11 +390,13 @@ WriteFactory = Callable[[list[str]], beam.PTransform]
 
 
 def build(plan: Plan, options: PipelineOptions, write: WriteFactory, runner=None, spread: bool = True,
-          progress: str | None = None, finish: Callable[[beam.Pipeline, dict], None] | None = None) -> beam.Pipeline:
+          progress: str | None = None, finish: Callable[[beam.Pipeline, dict], None] | None = None,
+          slots: tuple[str, int] | None = None) -> beam.Pipeline:
     """The un-run pipeline that generates ``plan`` and writes each level's tables with ``write(tables)``.
 
     ``finish(pipeline, written)``, if given, adds the job's last step; ``written`` holds what each level's
-    write returned, by table where it returns a dict (``PerTable``).
+    write returned, by table where it returns a dict (``PerTable``). ``slots`` bound the shards generated at once
+    (``GenerateShardFn``).
     """
     bound_heap()  # the local runner's own process holds what crosses its shuffles
     p = beam.Pipeline(runner=runner, options=options)
@@ -401,7 +428,8 @@ def build(plan: Plan, options: PipelineOptions, write: WriteFactory, runner=None
         shards = [s for t in tables if source_of(t) is None for s in plan.shards[t]]
         shards += [s for f in totalled for s in plan.unwritten[f]]
         if shards:
-            out = p | f"{name}/Generate" >> GenerateTables(shards, plan.context, dims, spread, progress, fed)
+            out = p | f"{name}/Generate" >> GenerateTables(shards, plan.context, dims, spread, progress, fed,
+                                                                      slots)
             if fed:
                 totals.update({r: out[totals_tag(r)] for names in fed.values() for r in names})
                 out = out[ROWS]
@@ -410,7 +438,7 @@ def build(plan: Plan, options: PipelineOptions, write: WriteFactory, runner=None
             if source_of(t) is not None:
                 label = f"{name}/Generate" if not shards else f"{name}/{step(t, 'Generate')}"
                 outs.append(p | label >> GenerateFromTotals(plan.shards[t], plan.context, totals.get(t), dims,
-                                                           spread, progress))
+                                                           spread, progress, slots))
         out = outs[0] if len(outs) == 1 else outs | f"{name}/Rows" >> beam.Flatten()
         if tables:
             result = out | f"{name}/Write" >> write(list(tables))

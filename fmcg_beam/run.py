@@ -237,10 +237,12 @@ def run(settings: Settings, beam_argv: list[str] | None = None, wait: bool = Tru
         gcp.project = gcp.project or settings.project  # a project or temp location from FMCG_* variables
         gcp.temp_location = gcp.temp_location or settings.temp_location
         runner = local_runner(options, local, sink.held_fds())  # an increment's sink holds its lock already
+        workers = options.view_as(DirectOptions).direct_num_workers if runner is not None else 0
+        slots = local.enter_context(worker.shard_slots(workers, os.cpu_count() or 1))
         sink.prepare(plan)
         with progress.local_run(plan, enabled=runner is not None) as progress_path:
             p = pipeline.build(plan, options, sink.write, runner, spread=spreads(options, runner),
-                               progress=progress_path, finish=sink.job_step(plan))
+                               progress=progress_path, finish=sink.job_step(plan), slots=slots)
             built = time.perf_counter()
             with sink.watch():
                 result = p.run()

@@ -110,3 +110,74 @@ def test_per_table_routes_each_element_to_its_tables_writer():
             totals = written[n] | f"{n}/Check" >> beam.Map(lambda r: (r[0] == r[1], r[2])) | \
                 f"{n}/Sum" >> beam.CombinePerKey(sum)
             assert_that(totals, equal_to([(True, GENERATORS[n].size(ctx))]), label=f"{n}/Rows")
+
+
+def test_shards_wait_for_a_slot_where_a_run_has_more_workers_than_cores():
+    import threading
+
+    from fmcg_beam import worker
+
+    with worker.shard_slots(2, 2) as none:
+        assert none is None  # no more workers than cores: nothing to bound
+    ctx = make_context(scale=0.05)
+    gen = GENERATORS["dim_retailers"]
+    (shard,) = group_shards(gen.name, gen.units(ctx), rows_per_shard=10**6)
+    with worker.shard_slots(3, 1) as slots:
+        fn = pipeline.GenerateShardFn([gen.name], ctx, slots=slots)
+        fn.setup()
+        done = []
+        with worker.shard_slot(slots):  # the only slot, held by another shard
+            thread = threading.Thread(target=lambda: done.extend(fn.process(shard)))
+            thread.start()
+            thread.join(0.5)
+            assert thread.is_alive() and not done  # waits: generating now would hold a second shard
+        thread.join(10)
+        assert [(t, b.num_rows) for t, _, b in done] == [(gen.name, gen.size(ctx))]
+
+
+def test_at_most_as_many_shards_as_slots_at_once_and_a_killed_holder_frees_its_slot():
+    import os
+    import signal
+    import threading
+    import time
+
+    from fmcg_beam import worker
+
+    with worker.shard_slots(8, 2) as slots:
+        held, most, lock = [0], [0], threading.Lock()
+
+        def shard():
+            with worker.shard_slot(slots):
+                with lock:
+                    held[0] += 1
+                    most[0] = max(most[0], held[0])
+                time.sleep(0.05)
+                with lock:
+                    held[0] -= 1
+
+        threads = [threading.Thread(target=shard) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(10)
+        assert most[0] == 2 and held[0] == 0 and not any(t.is_alive() for t in threads)
+
+        ready = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # a worker that takes a slot and is killed holding it
+            with worker.shard_slot(slots):
+                os.write(ready[1], b"x")
+                time.sleep(60)
+            os._exit(0)
+        os.read(ready[0], 1)
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        got = threading.Event()
+
+        def both():
+            with worker.shard_slot(slots), worker.shard_slot(slots):
+                got.set()
+
+        thread = threading.Thread(target=both, daemon=True)
+        thread.start()
+        assert got.wait(5)  # both slots are free again
