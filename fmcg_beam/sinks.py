@@ -32,7 +32,6 @@ from typing import Callable, ContextManager, Optional, Sequence
 import apache_beam as beam
 import duckdb
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from fmcg_beam import __version__, increments, outdir, quality, schema, warehouse
 from fmcg_beam import plan as planning
@@ -209,15 +208,10 @@ def _complete(stage: Path, table: str, want: int, seen: dict[str, int]) -> bool:
     """Whether ``table``'s files in ``stage`` hold its ``want`` planned rows; ``seen`` caches each file's rows."""
     if want <= 0:
         return False
-    got = 0
-    for f in warehouse.parquet_files(stage, table):
-        if f not in seen:
-            try:
-                seen[f] = pq.read_metadata(f).num_rows
-            except (OSError, pa.ArrowException):  # replaced meanwhile: read it at the next look
-                return False
-        got += seen[f]
-    return got == want
+    try:
+        return warehouse.table_rows(stage, table, seen) == want
+    except (OSError, pa.ArrowException):  # replaced meanwhile: read it at the next look
+        return False
 
 
 def _early_build(conn, sink: "LocalSink", plan) -> None:

@@ -238,7 +238,19 @@ def choose_keys(mode: str, rows: Mapping[str, int]) -> DuckDBKeys:
 
 def parquet_rows(root: Path, tables: list[str]) -> dict[str, int]:
     """Rows per table, from the Parquet footers: the plan's rows (the sink checks the built file against them)."""
-    return {t: sum(pq.ParquetFile(f).metadata.num_rows for f in parquet_files(root, t)) for t in tables}
+    return {t: table_rows(root, t) for t in tables}
+
+
+def table_rows(root: Path, table: str, seen: dict[str, int] | None = None) -> int:
+    """Rows of ``table``'s Parquet files under ``root``, from their footers; ``seen`` caches each file's rows
+    (a file is written once, under its final name)."""
+    seen = {} if seen is None else seen
+    total = 0
+    for f in parquet_files(root, table):
+        if f not in seen:
+            seen[f] = pq.read_metadata(f).num_rows
+        total += seen[f]
+    return total
 
 
 def build_duckdb(root: Path, tables: list[str], keys: str = "auto", loaders: int | None = None,
