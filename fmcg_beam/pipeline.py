@@ -141,6 +141,12 @@ class GenerateShardFn(beam.DoFn):
             self._lookups = Lookups.from_batches([(t, b) for t, _, b in dimensions if t in wanted])
         return self._lookups
 
+    def finish_bundle(self) -> None:
+        if self.slots is not None:
+            # A crowded local run (more workers than cores) gives each worker one bundle per stage, and Beam keeps
+            # the stage's DoFn after it: its lookups would stay with every idle worker to the end of the run.
+            self._lookups = None
+
     def slot(self):
         """What ``process`` holds while it generates and writes a shard: a slot where the run bounds them."""
         if self.slots is None:
