@@ -28,10 +28,29 @@ class Stopped(KeyboardInterrupt):
         self.signum = signum
 
 
+REDELIVER_SECONDS = 0.05
+
+
 def _raise_stopped(signum: int, frame) -> None:
     _divert_logs()
     _stop_workers()
+    if _in_finalizer(frame):
+        # Python ignores an exception raised in a finalizer ("Exception ignored in: <function ...__del__>"): the
+        # run would go on as if never stopped. The signal comes again once the finalizer has returned.
+        timer = threading.Timer(REDELIVER_SECONDS, os.kill, (os.getpid(), signum))
+        timer.daemon = True
+        timer.start()
+        return
     raise Stopped(signum)
+
+
+def _in_finalizer(frame) -> bool:
+    """Whether ``frame`` runs inside an object's ``__del__`` (the signal arrived while one ran)."""
+    while frame is not None:
+        if frame.f_code.co_name == "__del__":
+            return True
+        frame = frame.f_back
+    return False
 
 
 def _divert_logs() -> None:

@@ -390,3 +390,30 @@ def test_ctrl_c_while_the_libraries_load_is_one_line(tmp_path):
     assert err.strip().splitlines() == ["fmcg-beam: error: stopped before anything was written"] or \
         err.strip().splitlines()[0].startswith("fmcg-beam: error: stopped")
     assert "Traceback" not in err and not (tmp_path / "o").exists()
+
+
+def test_a_stop_that_arrives_in_a_finalizer_comes_again_after_it(monkeypatch):
+    """Python ignores an exception raised in a ``__del__`` ("Exception ignored in: ..."), so a Ctrl-C handled
+    while one ran was lost and the run went on. The handler raises ``Stopped`` anywhere else, and from a
+    finalizer has the signal delivered again."""
+    from fmcg_beam import stopping
+
+    monkeypatch.setattr(stopping, "_stop_workers", lambda: None)
+    monkeypatch.setattr(stopping, "_divert_logs", lambda: None)
+    with pytest.raises(stopping.Stopped):
+        stopping._raise_stopped(signal.SIGUSR1, sys._getframe())
+
+    class Finalized:
+        def __del__(self):
+            stopping._raise_stopped(signal.SIGUSR1, sys._getframe())
+
+    got: list[int] = []
+    previous = signal.signal(signal.SIGUSR1, lambda signum, frame: got.append(signum))
+    try:
+        Finalized()  # dropped at once: its __del__ runs here
+        deadline = time.monotonic() + 5
+        while not got and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+    assert got == [signal.SIGUSR1]
