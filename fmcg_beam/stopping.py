@@ -54,12 +54,17 @@ def _in_finalizer(frame) -> bool:
 
 
 def _divert_logs() -> None:
-    """From now on Beam's own logging goes to the run log: a stopping runner reports every closed channel."""
+    """From now on Beam's own logging goes to the run log: a stopping runner reports every closed channel.
+    Once per stop: a signal that comes again (one handled in a finalizer) finds the logs diverted already."""
     root = logging.getLogger()
+    if any(getattr(h, "diverted", False) for h in root.handlers):
+        return
     path = os.environ.get(worker.LOG_ENV)
     for handler in list(root.handlers):
         root.removeHandler(handler)
-    root.addHandler(logging.FileHandler(path) if path else logging.NullHandler())
+    diverted = logging.FileHandler(path) if path else logging.NullHandler()
+    diverted.diverted = True  # type: ignore[attr-defined]
+    root.addHandler(diverted)
 
 
 def _stop_workers() -> None:

@@ -417,3 +417,24 @@ def test_a_stop_that_arrives_in_a_finalizer_comes_again_after_it(monkeypatch):
     finally:
         signal.signal(signal.SIGUSR1, previous)
     assert got == [signal.SIGUSR1]
+
+
+def test_a_signal_that_comes_again_diverts_the_logs_once(monkeypatch, tmp_path):
+    import logging
+
+    from fmcg_beam import stopping
+
+    monkeypatch.setenv(worker.LOG_ENV, str(tmp_path / "run.log"))
+    root = logging.getLogger()
+    kept = list(root.handlers)
+    try:
+        stopping._divert_logs()
+        (first,) = root.handlers
+        stopping._divert_logs()  # the same signal, delivered again after a finalizer
+        assert root.handlers == [first]
+    finally:
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+            handler.close()
+        for handler in kept:
+            root.addHandler(handler)
