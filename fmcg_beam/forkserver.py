@@ -17,7 +17,9 @@ worker log. It is named ``fmcg-w-<run pid>`` (``/proc/PID/comm``, what ps and to
 the run's. The server reports each worker's exit code, and the handler fails as Beam's does on a non-zero one;
 the run's error then names the worker and how it ended (``fmcg_beam.worker.explain``: killed by SIGKILL, say,
 where the system ran out of memory) before what Beam saw (a closed channel).
-Where no process can be forked (not Linux), the run starts ``fmcg_beam.worker`` processes as before.
+Where no process can be forked (not Linux), the run starts ``fmcg_beam.worker`` processes as before; so does a
+later run in a process that has served workers over gRPC already (``grpc_used``), as a forked process cannot use
+gRPC after that.
 """
 
 from __future__ import annotations
@@ -105,6 +107,16 @@ class ForkServer(Forked):
 
 
 _SERVER: Optional[ForkServer] = None  # the server of the run in progress; set by ``serving``
+# Whether this process has served workers over gRPC (an earlier multi-process run in it: a test suite, a notebook,
+# any program that calls the CLI twice). gRPC's state does not survive a fork, so workers forked from a server
+# forked after that hang waiting for the runner; a later run in the same process starts its workers instead.
+_GRPC_USED = False
+
+
+def grpc_used() -> None:
+    """Record that this process serves (or served) a run's workers over gRPC: no later server is forked."""
+    global _GRPC_USED
+    _GRPC_USED = True
 
 
 class serving:
@@ -117,7 +129,11 @@ class serving:
     def __enter__(self) -> Optional[ForkServer]:
         global _SERVER
         worker.ended.clear()
-        _SERVER = ForkServer.start(self.close_fds)
+        if _GRPC_USED:
+            log.debug("%s is not forked: this process has served workers over gRPC already", ForkServer.what)
+            _SERVER = None
+        else:
+            _SERVER = ForkServer.start(self.close_fds)
         return _SERVER
 
     def __exit__(self, *exc) -> None:
@@ -210,6 +226,7 @@ class ForkedWorkerHandler(GrpcWorkerHandler):
 
     def __init__(self, unused_payload, state, provision_info, grpc_server):
         super().__init__(state, provision_info, grpc_server)
+        grpc_used()  # the runner's gRPC server runs from here on
         self.worker_thread: Optional[threading.Thread] = None
 
     def start_worker(self) -> None:

@@ -103,6 +103,7 @@ def local_runner(options: PipelineOptions, scope: contextlib.ExitStack, close_fd
 
     if scope.enter_context(forkserver.serving(close_fds)) is not None:
         return FnApiRunner(default_environment=forkserver.ForkedEnvironment.default())
+    forkserver.grpc_used()  # Beam's handler serves the started workers over gRPC
     return FnApiRunner(default_environment=SubprocessSDKEnvironment.from_command_string(WORKER_COMMAND))
 
 

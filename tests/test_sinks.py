@@ -170,3 +170,25 @@ def test_fewer_workers_than_asked_are_reported():
     [message] = [r.getMessage() for r in records]
     assert message.startswith("1 local worker for 55,000 planned rows")
     assert "--direct_running_mode multi_processing" in message
+
+
+def test_a_second_multi_process_run_in_one_process_does_not_hang(tmp_path):
+    """gRPC's state does not survive a fork: a process that has served forked workers over it (a notebook, a test
+    suite, any program that runs twice) starts the workers of its later runs instead of forking them, which hung."""
+    import subprocess
+    import sys
+
+    script = f"""
+import os, sys
+from fmcg_beam import cli, forkserver
+for i in range(2):
+    code = cli.main(["--scale", "0.01", "--end_date", "2023-01-31", "--sink", "parquet",
+                     "--output_dir", os.path.join({str(tmp_path)!r}, f"run{{i}}"),
+                     "--direct_num_workers", "2", "--direct_running_mode", "multi_processing"])
+    print("run", i, code, forkserver._GRPC_USED, flush=True)
+os._exit(0)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    runs = [line for line in done.stdout.splitlines() if line.startswith("run ")]
+    assert runs == ["run 0 0 True", "run 1 0 True"], done.stderr[-2000:]
+    assert (tmp_path / "run0").is_dir() and (tmp_path / "run1").is_dir()
