@@ -107,9 +107,18 @@ def local_runner(options: PipelineOptions, scope: contextlib.ExitStack, close_fd
     return FnApiRunner(default_environment=SubprocessSDKEnvironment.from_command_string(WORKER_COMMAND))
 
 
-def spreads(options: PipelineOptions, runner) -> bool:
-    """Whether shards are reshuffled over workers: not for one local worker, where it only adds a stage."""
-    return runner is None or options.view_as(DirectOptions).direct_num_workers != 1
+def spread_over(options: PipelineOptions, runner) -> int | None:
+    """The local worker processes the shards are dealt over (``fmcg_beam.pipeline.Spread``; one: they stay where
+    they are made), or ``None`` for a remote runner, which spreads them over workers of its own.
+
+    At most one per core: the local runner runs one stage at a time, so a worker more than the cores (a forced
+    ``--direct_num_workers``) would only wait for a core, holding its own copy of the stage's state meanwhile.
+    """
+    if runner is None:
+        return None
+    cores = os.cpu_count() or 1
+    workers = options.view_as(DirectOptions).direct_num_workers or cores  # Beam's 0: one per core
+    return min(workers, cores)
 
 
 @dataclass
@@ -238,12 +247,10 @@ def run(settings: Settings, beam_argv: list[str] | None = None, wait: bool = Tru
         gcp.project = gcp.project or settings.project  # a project or temp location from FMCG_* variables
         gcp.temp_location = gcp.temp_location or settings.temp_location
         runner = local_runner(options, local, sink.held_fds())  # an increment's sink holds its lock already
-        workers = options.view_as(DirectOptions).direct_num_workers if runner is not None else 0
-        slots = local.enter_context(worker.shard_slots(workers, os.cpu_count() or 1))
         sink.prepare(plan)
         with progress.local_run(plan, enabled=runner is not None) as progress_path:
-            p = pipeline.build(plan, options, sink.write, runner, spread=spreads(options, runner),
-                               progress=progress_path, finish=sink.job_step(plan), slots=slots)
+            p = pipeline.build(plan, options, sink.write, runner, workers=spread_over(options, runner),
+                               progress=progress_path, finish=sink.job_step(plan))
             built = time.perf_counter()
             with sink.watch():
                 result = p.run()

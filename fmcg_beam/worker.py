@@ -17,14 +17,10 @@ and differs from Beam's only in how it stops:
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import os
 import signal
 import sys
-import tempfile
-import time
-from typing import Iterator
 
 PR_SET_PDEATHSIG = 1
 LOG_ENV = "FMCG_WORKER_LOG"
@@ -100,70 +96,6 @@ def harness(parent: int | None) -> None:
     from apache_beam.runners.worker import sdk_worker_main
 
     sdk_worker_main.main(sys.argv)
-
-
-Slots = tuple[str, int]  # a folder of lock files, and how many: see ``shard_slots``
-SLOT_POLL_SECONDS = 0.005
-
-
-@contextlib.contextmanager
-def shard_slots(workers: int, cores: int) -> Iterator[Slots | None]:
-    """Where a local run has more workers than cores, ``cores`` slots that a worker holds while it generates and
-    writes a shard (``shard_slot``), or None where it has no more workers than cores.
-
-    Each shard in the works holds its columns, its Arrow batch and its Parquet pages: at scale 20, 100-150 MiB.
-    Workers beyond the cores cannot generate any faster, only hold more of them at once, so sixteen workers on
-    two cores held sixteen shards (a peak of 2.8 GiB PSS). The slots are lock files (``flock``): the kernel
-    frees a slot whose worker dies, so a killed worker cannot leave the others waiting.
-    """
-    if workers <= cores:
-        yield None
-        return
-    with tempfile.TemporaryDirectory(prefix="fmcg-beam-slots-") as folder:
-        yield folder, cores
-
-
-@contextlib.contextmanager
-def shard_slot(slots: Slots | None) -> Iterator[None]:
-    """Holds one of ``slots`` (``shard_slots``) while the block runs, waiting for one to be free; no-op for None."""
-    if slots is None:
-        yield
-        return
-    import fcntl
-
-    folder, count = slots
-    first = os.getpid() % count
-    fd = None
-    while fd is None:
-        for i in range(count):
-            candidate = os.open(os.path.join(folder, str((first + i) % count)), os.O_RDWR | os.O_CREAT, 0o600)
-            try:
-                fcntl.flock(candidate, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(candidate)
-                continue
-            fd = candidate
-            break
-        else:
-            time.sleep(SLOT_POLL_SECONDS)
-    try:
-        yield
-    finally:
-        os.close(fd)  # closing the only descriptor of the open file frees its lock
-        release_memory()
-
-
-def release_memory() -> None:
-    """Returns what this process's allocators hold free to the system: glibc's arenas (``malloc_trim``) and
-    Arrow's pool. A worker waiting for a slot so holds what its last shard left in use, not the most it ever
-    used: about 70 MiB less a worker at scale 20."""
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc
-        pass
-    import pyarrow
-
-    pyarrow.default_memory_pool().release_unused()
 
 
 def main() -> None:

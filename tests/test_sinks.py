@@ -132,6 +132,8 @@ def test_worker_processes_are_forked_where_a_process_can_be(monkeypatch, tmp_pat
 
     from fmcg_beam import forkserver
 
+    # As in a fresh process: earlier tests of the suite ran forked workers in this one (no pipeline runs here).
+    monkeypatch.setattr(forkserver, "_GRPC_USED", False)
     exact = ["--direct_num_workers", "2", "--direct_running_mode", "multi_processing"]
     lock = tmp_path / "lock"  # the output directory's lock, as an increment's sink holds it while it plans
     fd = os.open(lock, os.O_RDWR | os.O_CREAT)
@@ -170,6 +172,16 @@ def test_fewer_workers_than_asked_are_reported():
     [message] = [r.getMessage() for r in records]
     assert message.startswith("1 local worker for 55,000 planned rows")
     assert "--direct_running_mode multi_processing" in message
+
+
+def test_shards_are_spread_over_at_most_one_worker_per_core(monkeypatch):
+    monkeypatch.setattr(running.os, "cpu_count", lambda: 2)
+    local = object()  # any local runner
+    exact = ["--direct_num_workers", "16", "--direct_running_mode", "multi_processing"]
+    assert running.spread_over(running.pipeline_options(exact), local) == 2
+    assert running.spread_over(running.pipeline_options(exact[:1] + ["0"] + exact[2:]), local) == 2  # 0: per core
+    assert running.spread_over(running.pipeline_options([], 55_000), local) == 1  # one in-process worker
+    assert running.spread_over(running.pipeline_options(exact), None) is None  # a remote runner spreads its own
 
 
 def test_a_second_multi_process_run_in_one_process_does_not_hang(tmp_path):
