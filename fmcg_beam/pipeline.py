@@ -203,11 +203,15 @@ class Spread(beam.PTransform):
     lane. The local runner deals a shuffle's keys round-robin over its workers, so each lane is one worker's work,
     the lanes carry even rows, and a level too small for every worker leaves the others idle: an idle worker still
     gets the stage's (empty) bundle, but never builds its DoFns' state or reads its side inputs.
+
+    Where the shards make one lane (one local worker, or a level of fewer than ``LANE_ROWS`` rows), a shuffle would
+    only add a stage: ``needed`` is false, and the shards stay with the worker that made them, in the same stage.
     """
 
     def __init__(self, shards: Sequence[Shard], workers: int | None):
         super().__init__()
         self.lanes = None if workers is None else deal(shards, workers)
+        self.needed = self.lanes is None or len(set(self.lanes.values())) > 1
 
     def expand(self, shards: beam.PCollection) -> beam.PCollection:
         if self.lanes is None:
@@ -216,12 +220,6 @@ class Spread(beam.PTransform):
                 | "Lane" >> beam.Map(lambda s, lanes=self.lanes: (lanes[(s.shard_id, s.written)], s))
                 | "Group" >> beam.GroupByKey()
                 | "Shards" >> beam.FlatMap(lambda lane_shards: lane_shards[1]))
-
-
-def spreading(workers: int | None) -> bool:
-    """Whether shards cross a shuffle to reach ``workers`` (``None``: a remote runner's); one local worker does
-    without, where it would only add a stage."""
-    return workers is None or workers > 1
 
 
 class GenerateTables(beam.PTransform):
@@ -251,8 +249,9 @@ class GenerateTables(beam.PTransform):
 
     def expand(self, pbegin: beam.pvalue.PBegin):
         shards = pbegin | "Shards" >> beam.Create(self.shards, reshuffle=False)
-        if spreading(self.workers):
-            shards = shards | "Spread" >> Spread(self.shards, self.workers)
+        spread = Spread(self.shards, self.workers)
+        if spread.needed:
+            shards = shards | "Spread" >> spread
         side = () if self.dimensions is None else (beam.pvalue.AsList(self.dimensions),)
         generate = beam.ParDo(GenerateShardFn(self.tables, self.ctx, self.progress, self.readers),
                               *side)
@@ -348,8 +347,9 @@ class GenerateFromTotals(beam.PTransform):
             merged = (self.partial | "Combine" >> beam.CombinePerKey(MergeTotalsFn())
                       | "Keys" >> beam.MapTuple(lambda key, total: (side_key(key), total)))
         shards = pbegin | "Shards" >> beam.Create(self.shards, reshuffle=False)
-        if spreading(self.workers):
-            shards = shards | "Spread" >> Spread(self.shards, self.workers)
+        spread = Spread(self.shards, self.workers)
+        if spread.needed:
+            shards = shards | "Spread" >> spread
         side = [beam.pvalue.AsMultiMap(merged)]
         if self.dimensions is not None:
             side.append(beam.pvalue.AsList(self.dimensions))

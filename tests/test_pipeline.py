@@ -135,6 +135,9 @@ def test_shards_are_dealt_to_lanes_of_even_rows_one_per_lane_rows_and_at_most_on
     assert len(set(pipeline.deal(shards, 1000).values())) == min(len(shards), -(-total // pipeline.LANE_ROWS))
     small = [s for s in shards if sum(u.rows for u in s.units) < pipeline.LANE_ROWS // 4][:3] or shards[:1]
     assert set(pipeline.deal(small, 16).values()) == {0}
+    # One lane needs no shuffle: the shards stay with the worker that made them, in the same stage.
+    assert not pipeline.Spread(small, 16).needed and not pipeline.Spread(shards, 1).needed
+    assert pipeline.Spread(shards, 3).needed and pipeline.Spread(small, None).needed  # None: a remote runner's
 
 
 def test_each_lane_is_one_local_worker_and_a_small_level_keeps_to_one(tmp_path):
