@@ -222,6 +222,14 @@ class Spread(beam.PTransform):
                 | "Shards" >> beam.FlatMap(lambda lane_shards: lane_shards[1]))
 
 
+def spread_shards(pbegin: beam.pvalue.PBegin, shards: Sequence[Shard], workers: int | None) -> beam.PCollection:
+    """``shards`` as a PCollection (step ``Shards``), spread over ``workers`` where that takes a shuffle (step
+    ``Spread``)."""
+    out = pbegin | "Shards" >> beam.Create(shards, reshuffle=False)
+    spread = Spread(shards, workers)
+    return out | "Spread" >> spread if spread.needed else out
+
+
 class GenerateTables(beam.PTransform):
     """The rows of the tables of ``shards``, as ``(table, shard_id, RecordBatch)`` elements.
 
@@ -248,10 +256,7 @@ class GenerateTables(beam.PTransform):
             raise ValueError(f"unwritten shards of {sorted(fed - set(self.readers))}: no table reads their totals")
 
     def expand(self, pbegin: beam.pvalue.PBegin):
-        shards = pbegin | "Shards" >> beam.Create(self.shards, reshuffle=False)
-        spread = Spread(self.shards, self.workers)
-        if spread.needed:
-            shards = shards | "Spread" >> spread
+        shards = spread_shards(pbegin, self.shards, self.workers)
         side = () if self.dimensions is None else (beam.pvalue.AsList(self.dimensions),)
         generate = beam.ParDo(GenerateShardFn(self.tables, self.ctx, self.progress, self.readers),
                               *side)
@@ -346,10 +351,7 @@ class GenerateFromTotals(beam.PTransform):
         else:
             merged = (self.partial | "Combine" >> beam.CombinePerKey(MergeTotalsFn())
                       | "Keys" >> beam.MapTuple(lambda key, total: (side_key(key), total)))
-        shards = pbegin | "Shards" >> beam.Create(self.shards, reshuffle=False)
-        spread = Spread(self.shards, self.workers)
-        if spread.needed:
-            shards = shards | "Spread" >> spread
+        shards = spread_shards(pbegin, self.shards, self.workers)
         side = [beam.pvalue.AsMultiMap(merged)]
         if self.dimensions is not None:
             side.append(beam.pvalue.AsList(self.dimensions))
