@@ -184,7 +184,7 @@ def deal(shards: Sequence[Shard], workers: int) -> dict[tuple[str, bool], int]:
     """Each shard's lane (``(shard_id, written)`` -> 0 .. lanes - 1): one lane per ``LANE_ROWS`` planned rows, at
     most ``workers`` and one per shard; largest shard first onto the lane with the fewest rows so far, so the
     lanes carry about the same rows. Deterministic: the same shards always go the same way."""
-    rows = [sum(u.rows for u in s.units) for s in shards]
+    rows = [s.rows for s in shards]
     lanes = max(1, min(workers, len(shards), -(-sum(rows) // LANE_ROWS)))
     load = [(0, lane) for lane in range(lanes)]
     out = {}

@@ -116,7 +116,7 @@ def _lane_rows(shards, lanes):
     load: dict[int, int] = {}
     for s in shards:
         lane = lanes[(s.shard_id, s.written)]
-        load[lane] = load.get(lane, 0) + sum(u.rows for u in s.units)
+        load[lane] = load.get(lane, 0) + s.rows
     return load
 
 
@@ -124,8 +124,8 @@ def test_shards_are_dealt_to_lanes_of_even_rows_one_per_lane_rows_and_at_most_on
     ctx = make_context(scale=2.0)
     sales = GENERATORS["fact_sales"]
     shards = group_shards(sales.name, sales.units(ctx), rows_per_shard=60_000)
-    total = sum(u.rows for s in shards for u in s.units)
-    largest = max(sum(u.rows for u in s.units) for s in shards)
+    total = sum(s.rows for s in shards)
+    largest = max(s.rows for s in shards)
     lanes = pipeline.deal(shards, 3)
     assert sorted(lanes) == sorted((s.shard_id, s.written) for s in shards)  # every shard, once
     load = _lane_rows(shards, lanes)
@@ -133,7 +133,7 @@ def test_shards_are_dealt_to_lanes_of_even_rows_one_per_lane_rows_and_at_most_on
     assert pipeline.deal(list(reversed(shards)), 3) == lanes  # the same shards go the same way, in any order
     # One lane per LANE_ROWS planned rows at most, and never more lanes than shards.
     assert len(set(pipeline.deal(shards, 1000).values())) == min(len(shards), -(-total // pipeline.LANE_ROWS))
-    small = [s for s in shards if sum(u.rows for u in s.units) < pipeline.LANE_ROWS // 4][:3] or shards[:1]
+    small = [s for s in shards if s.rows < pipeline.LANE_ROWS // 4][:3] or shards[:1]
     assert set(pipeline.deal(small, 16).values()) == {0}
     # One lane needs no shuffle: the shards stay with the worker that made them, in the same stage.
     assert not pipeline.Spread(small, 16).needed and not pipeline.Spread(shards, 1).needed
@@ -152,7 +152,7 @@ def test_each_lane_is_one_local_worker_and_a_small_level_keeps_to_one(tmp_path):
     sales = GENERATORS["fact_sales"]
     big = group_shards(sales.name, sales.units(ctx), rows_per_shard=60_000)
     small = group_shards(sales.name, sales.units(ctx)[:12], rows_per_shard=1000)  # a day a shard
-    assert len(small) > 3 and sum(u.rows for s in small for u in s.units) < pipeline.LANE_ROWS
+    assert len(small) > 3 and sum(s.rows for s in small) < pipeline.LANE_ROWS
     seen = tmp_path / "seen"
 
     def record(shard, kind):

@@ -69,6 +69,11 @@ class Shard:
         first = "-".join(str(k) for k in self.units[0].key)
         return f"{self.table}-{first}-{len(self.units)}"
 
+    @property
+    def rows(self) -> int:
+        """The planned rows of its units."""
+        return sum(u.rows for u in self.units)
+
 
 def _filled(a: pa.Array, fill: object = 0) -> pa.Array:
     """``a`` with its nulls replaced by ``fill`` (a compute call, so only when it has any)."""
