@@ -9,8 +9,11 @@ import sys
 # with them returned at once). Set before pyarrow loads; the local worker processes inherit it; a user's value wins.
 os.environ.setdefault("MIMALLOC_PURGE_DELAY", "0")
 
+from fmcg_beam.startup import lean_beam_import  # noqa: E402 (after the allocator setting)
+
 try:
-    from fmcg_beam.cli import main
+    with lean_beam_import(sys.argv[1:], os.environ):
+        from fmcg_beam.cli import main
 except KeyboardInterrupt:  # Ctrl-C while the libraries load: nothing was written yet
     print("fmcg-beam: error: stopped before anything was written", file=sys.stderr)
     sys.exit(130)
