@@ -80,8 +80,10 @@ WORKER_COMMAND = f"exec {shlex.quote(sys.executable)} -m fmcg_beam.worker"
 
 
 def local_runner(options: PipelineOptions, scope: contextlib.ExitStack, close_fds: Sequence[int] = ()):
-    """The in-process FnApiRunner for local runs: Beam's DirectRunner would first try to download Prism.
+    """The in-process FnApiRunner for local runs (``fmcg_beam.runner.LocalRunner``): Beam's DirectRunner would
+    first try to download Prism.
 
+    Its stages run only on the workers with input, at most one per core at once (``_per_core``).
     Multi-process runs fork their workers from a server process that ``scope`` stops (``fmcg_beam.forkserver``),
     or where none can be forked start ``fmcg_beam.worker`` processes rather than Beam's own worker command (the
     server closes ``close_fds``, the output directory's lock, first);
@@ -90,21 +92,24 @@ def local_runner(options: PipelineOptions, scope: contextlib.ExitStack, close_fd
     name = options.view_as(StandardOptions).runner
     if name not in LOCAL_RUNNERS:
         return None  # Beam resolves --runner itself (DataflowRunner, PrismRunner, ...)
-    from apache_beam.runners.portability.fn_api_runner import FnApiRunner
     from apache_beam.transforms.environments import SubprocessSDKEnvironment
+
+    from fmcg_beam.runner import LocalRunner
 
     direct = options.view_as(DirectOptions)
     if direct.direct_running_mode != "multi_processing":
-        return FnApiRunner()
+        return LocalRunner()
     # With no running mode the runner keeps the environment given here (and its worker count).
     direct.direct_running_mode = None
     os.environ[worker.PARENT_ENV] = str(os.getpid())
     from fmcg_beam import forkserver
 
+    parallel = _per_core(options)
     if scope.enter_context(forkserver.serving(close_fds)) is not None:
-        return FnApiRunner(default_environment=forkserver.ForkedEnvironment.default())
+        return LocalRunner(default_environment=forkserver.ForkedEnvironment.default(), parallel=parallel)
     forkserver.grpc_used()  # Beam's handler serves the started workers over gRPC
-    return FnApiRunner(default_environment=SubprocessSDKEnvironment.from_command_string(WORKER_COMMAND))
+    return LocalRunner(default_environment=SubprocessSDKEnvironment.from_command_string(WORKER_COMMAND),
+                       parallel=parallel)
 
 
 def spread_over(options: PipelineOptions, runner) -> int | None:
@@ -114,8 +119,11 @@ def spread_over(options: PipelineOptions, runner) -> int | None:
     At most one per core: the local runner runs one stage at a time, so a worker more than the cores (a forced
     ``--direct_num_workers``) would only wait for a core, holding its own copy of the stage's state meanwhile.
     """
-    if runner is None:
-        return None
+    return None if runner is None else _per_core(options)
+
+
+def _per_core(options: PipelineOptions) -> int:
+    """The local workers asked for, at most one per core."""
     cores = os.cpu_count() or 1
     workers = options.view_as(DirectOptions).direct_num_workers or cores  # Beam's 0: one per core
     return min(workers, cores)
