@@ -31,7 +31,7 @@ import sys
 import threading
 import time
 from concurrent.futures import Future
-from typing import Callable, Mapping, Optional, Sequence
+from typing import Mapping, Optional, Sequence
 
 import grpc
 from apache_beam.portability.api import beam_fn_api_pb2_grpc, endpoints_pb2
@@ -43,6 +43,7 @@ from google.protobuf import json_format, text_format
 
 from fmcg_beam import worker
 from fmcg_beam.forked import Forked, next_request
+from fmcg_beam.runner import StartOnPush
 
 URN = "fmcg_beam:env:forked_python:v1"
 WORKER_END_SECONDS = 10.0  # for the workers to end once the runner is done with them
@@ -238,24 +239,6 @@ def _work(conn, server: int, env: Mapping[str, str], wake: tuple[int, int]) -> N
         os._exit(code)
 
 
-class _StartOnPush:
-    """A worker's control connection that calls ``start`` before its first instruction is queued (the worker
-    reads the queue once it connects); everything else is the connection's own."""
-
-    def __init__(self, conn, start: Callable[[], None]):
-        self._conn = conn
-        self._start: Optional[Callable[[], None]] = start
-
-    def push(self, request):
-        start, self._start = self._start, None
-        if start is not None:
-            start()
-        return self._conn.push(request)
-
-    def __getattr__(self, name: str):
-        return getattr(self._conn, name)
-
-
 @environments.Environment.register_urn(URN, None)
 class ForkedEnvironment(environments.Environment):
     """The runner's environment for workers forked by the run's ``ForkServer``."""
@@ -283,20 +266,17 @@ class ForkedWorkerHandler(GrpcWorkerHandler):
         grpc_used()  # the runner's gRPC server runs from here on
         self.worker_thread: Optional[threading.Thread] = None
         self.server: Optional[ForkServer] = None
-        self._starting = threading.Lock()
 
     def start_worker(self) -> None:
-        """Forks the worker when the runner first sends it an instruction (``_StartOnPush``): a worker the run
-        never gives a bundle (``fmcg_beam.runner.LocalRunner`` sends bundles only where there is input, at most one
-        per core) is never forked, and costs nothing."""
+        """Forks the worker when the runner first sends it an instruction (``fmcg_beam.runner.StartOnPush``): a
+        worker the run never gives a bundle (``fmcg_beam.runner.LocalRunner`` sends bundles only where there is
+        input, at most one per core) is never forked, and costs nothing."""
         self.server = _SERVER
-        self.control_conn = _StartOnPush(self.control_conn, self._start_now)
+        self.control_conn = StartOnPush(self.control_conn, self._start_now)
 
     def _start_now(self) -> None:
-        with self._starting:
-            if self.worker_thread is None:
-                self.worker_thread = threading.Thread(name="run_worker", target=self._run)
-                self.worker_thread.start()
+        self.worker_thread = threading.Thread(name="run_worker", target=self._run)
+        self.worker_thread.start()
 
     def stop_worker(self) -> None:
         """The worker ends by itself once its control channel is closed (``close`` closes it first). Its end is

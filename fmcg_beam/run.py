@@ -92,9 +92,7 @@ def local_runner(options: PipelineOptions, scope: contextlib.ExitStack, close_fd
     name = options.view_as(StandardOptions).runner
     if name not in LOCAL_RUNNERS:
         return None  # Beam resolves --runner itself (DataflowRunner, PrismRunner, ...)
-    from apache_beam.transforms.environments import SubprocessSDKEnvironment
-
-    from fmcg_beam.runner import LocalRunner
+    from fmcg_beam.runner import LocalRunner, StartedEnvironment
 
     direct = options.view_as(DirectOptions)
     if direct.direct_running_mode != "multi_processing":
@@ -108,7 +106,7 @@ def local_runner(options: PipelineOptions, scope: contextlib.ExitStack, close_fd
     if scope.enter_context(forkserver.serving(close_fds)) is not None:
         return LocalRunner(default_environment=forkserver.ForkedEnvironment.default(), parallel=parallel)
     forkserver.grpc_used()  # Beam's handler serves the started workers over gRPC
-    return LocalRunner(default_environment=SubprocessSDKEnvironment.from_command_string(WORKER_COMMAND),
+    return LocalRunner(default_environment=StartedEnvironment.from_command_string(WORKER_COMMAND),
                        parallel=parallel)
 
 

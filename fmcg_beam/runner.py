@@ -12,7 +12,8 @@ dealt together, as the local runner runs one stage at a time and a bundle beyond
 one (``fmcg_beam.run.spread_over`` gives one per core, or fewer workers where fewer were asked for). The lanes
 (``fmcg_beam.pipeline.Spread``) are at most as many, so they stay on one worker each. A stage's bundles go to the
 first workers (as many as the bundles), and a forked worker starts when it is first sent work
-(``fmcg_beam.forkserver.ForkedWorkerHandler``): 16 workers forced onto 2 cores start at most 2 processes, and a
+(``StartOnPush``; forked by ``fmcg_beam.forkserver.ForkedWorkerHandler``, or started as a new interpreter by
+``StartedWorkerHandler`` where none can be forked): 16 workers forced onto 2 cores start at most 2 processes, and a
 16-core machine starts the ones its stages use.
 
 Neither changes a result: a runner may bundle elements as it likes, and a DoFn sees its elements, its start and
@@ -21,9 +22,14 @@ its finish either way.
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+import threading
+from typing import Callable, Mapping, Optional, Sequence
 
 from apache_beam.runners.portability.fn_api_runner import fn_runner
+from apache_beam.runners.portability.fn_api_runner.worker_handlers import SubprocessSdkWorkerHandler, WorkerHandler
+from apache_beam.transforms import environments
+
+STARTED_URN = "fmcg_beam:env:started_python:v1"
 
 
 def busy_parts(parts: Mapping[str, Sequence[Sequence[bytes]]], n: int, timers: bool) -> list[int]:
@@ -100,3 +106,50 @@ class LocalRunner(fn_runner.FnApiRunner):
                                              cache_token_generator=manager._cache_token_generator)
             manager.parallel = self.parallel
         return manager
+
+
+class StartOnPush:
+    """A worker's control connection that calls ``start`` before its first instruction is queued (the worker
+    reads the queue once it connects); everything else is the connection's own. A worker handler given one in
+    ``start_worker`` starts its worker only when the runner first sends it work."""
+
+    def __init__(self, conn, start: Callable[[], None]):
+        self._conn = conn
+        self._start: Optional[Callable[[], None]] = start
+        self._lock = threading.Lock()
+
+    def push(self, request):
+        if self._start is not None:
+            with self._lock:  # the runner's threads may send a worker their first instructions at once
+                start, self._start = self._start, None
+                if start is not None:
+                    start()
+        return self._conn.push(request)
+
+    def __getattr__(self, name: str):
+        return getattr(self._conn, name)
+
+
+@environments.Environment.register_urn(STARTED_URN, bytes)
+class StartedEnvironment(environments.SubprocessSDKEnvironment):
+    """Beam's subprocess environment (a worker per command line), with workers started when first sent work."""
+
+    def to_runner_api_parameter(self, context):
+        return STARTED_URN, self.command_string.encode("utf-8")
+
+    @staticmethod
+    def from_runner_api_parameter(payload, capabilities, artifacts, resource_hints, context):
+        return StartedEnvironment(payload.decode("utf-8"), capabilities, artifacts, resource_hints)
+
+
+@WorkerHandler.register_environment(STARTED_URN, bytes)
+class StartedWorkerHandler(SubprocessSdkWorkerHandler):
+    """Beam's subprocess worker handler, starting its worker when the runner first sends it an instruction."""
+
+    def start_worker(self) -> None:
+        self.worker_thread = None
+        self.control_conn = StartOnPush(self.control_conn, super().start_worker)
+
+    def stop_worker(self) -> None:
+        if self.worker_thread is not None:
+            self.worker_thread.join()

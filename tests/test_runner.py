@@ -7,6 +7,7 @@ import sys
 import textwrap
 
 import apache_beam as beam
+import pytest
 from apache_beam.testing.util import assert_that, equal_to
 
 from fmcg_beam import runner
@@ -49,21 +50,31 @@ def test_a_stage_without_input_still_runs_and_results_are_whole_on_several_worke
         assert_that(empty, equal_to(["finished"]), label="FinishedOnce")
 
 
-def test_sixteen_forced_workers_on_two_cores_fork_two_processes_at_most():
-    """A fresh interpreter (the fork server needs one that has not served gRPC): 16 workers asked for exactly,
-    two cores; only the workers sent a bundle are forked, and every element is processed once."""
+@pytest.mark.parametrize("how", ["forked", "started"])
+def test_sixteen_forced_workers_on_two_cores_start_two_processes_at_most(how):
+    """A fresh interpreter (the fork server needs one that has not served gRPC; "started": as after a run that
+    has, new interpreters): 16 workers asked for exactly, two cores; only the workers sent a bundle are forked or
+    started, and every element is processed once."""
     code = textwrap.dedent("""
-        import contextlib, os
+        import contextlib, os, sys
         os.cpu_count = lambda: 2
         import apache_beam as beam
-        from fmcg_beam import forkserver, run as running
+        from fmcg_beam import forkserver, run as running, runner
 
         forked = []
-        original = forkserver.ForkServer.worker
-        def worker(self, env):
-            forked.append(env.get("WORKER_ID"))
-            return original(self, env)
-        forkserver.ForkServer.worker = worker
+        if sys.argv[1] == "forked":
+            original = forkserver.ForkServer.worker
+            def worker(self, env):
+                forked.append(env.get("WORKER_ID"))
+                return original(self, env)
+            forkserver.ForkServer.worker = worker
+        else:
+            forkserver.grpc_used()
+            start = runner.SubprocessSdkWorkerHandler.start_worker
+            def start_worker(self):
+                forked.append(self.worker_id)
+                start(self)
+            runner.SubprocessSdkWorkerHandler.start_worker = start_worker
 
         def pid(x):
             import os
@@ -73,7 +84,7 @@ def test_sixteen_forced_workers_on_two_cores_fork_two_processes_at_most():
         with contextlib.ExitStack() as scope:
             options = running.pipeline_options(argv)
             local = running.local_runner(options, scope)
-            assert type(local).__name__ == "LocalRunner" and forkserver._SERVER is not None
+            assert type(local).__name__ == "LocalRunner" and (forkserver._SERVER is None) == (sys.argv[1] != "forked")
             p = beam.Pipeline(runner=local, options=options)
             (p | beam.Create([(k % 40, k) for k in range(400)]) | beam.GroupByKey()
              | beam.MapTuple(lambda k, vs: (k, sorted(vs))) | beam.Map(pid)
@@ -86,7 +97,7 @@ def test_sixteen_forced_workers_on_two_cores_fork_two_processes_at_most():
 
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "out")
-        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180,
+        proc = subprocess.run([sys.executable, "-c", code, how], capture_output=True, text=True, timeout=180,
                               env=dict(os.environ, OUT=out))
         assert proc.returncode == 0, proc.stderr
         lines = [line.split() for line in open(out).read().splitlines()]
