@@ -25,6 +25,7 @@ from __future__ import annotations
 import threading
 from typing import Callable, Mapping, Optional, Sequence
 
+from apache_beam.options.pipeline_options import DirectOptions
 from apache_beam.runners.portability.fn_api_runner import fn_runner
 from apache_beam.runners.portability.fn_api_runner.worker_handlers import SubprocessSdkWorkerHandler, WorkerHandler
 from apache_beam.transforms import environments
@@ -98,6 +99,13 @@ class LocalRunner(fn_runner.FnApiRunner):
     def __init__(self, *args, parallel: int = 1, **kwargs):
         super().__init__(*args, **kwargs)
         self.parallel = parallel
+
+    def run_pipeline(self, pipeline, options):
+        if options.view_as(DirectOptions).direct_running_mode == "multi_threading":
+            from fmcg_beam import forkserver
+
+            forkserver.grpc_used()  # Beam serves these in-process workers over gRPC: no worker is forked after it
+        return super().run_pipeline(pipeline, options)
 
     def _get_bundle_manager(self, bundle_context_manager):
         manager = super()._get_bundle_manager(bundle_context_manager)

@@ -105,3 +105,29 @@ def test_sixteen_forced_workers_on_two_cores_start_two_processes_at_most(how):
     assert 1 <= forked <= 2, proc.stdout
     assert len({pid for pid, _, _ in lines}) <= 2
     assert sorted(int(k) for _, k, _ in lines) == list(range(40)) and all(n == "10" for _, _, n in lines)
+
+
+def test_a_multi_threading_run_is_followed_by_started_not_forked_workers():
+    """Beam serves multi-threading workers over gRPC in this process, and gRPC's state does not survive a fork: a
+    later multi-process run in the same process starts its workers (forked ones hung waiting for the runner)."""
+    code = textwrap.dedent("""
+        import contextlib
+        import apache_beam as beam
+        from apache_beam.options.pipeline_options import PipelineOptions
+        from fmcg_beam import forkserver, run as running, runner
+
+        threads = PipelineOptions(["--direct_num_workers", "2", "--direct_running_mode", "multi_threading"])
+        with beam.Pipeline(runner=runner.LocalRunner(parallel=2), options=threads) as p:
+            p | beam.Create(range(10)) | beam.Map(lambda x: x)
+        argv = ["--direct_num_workers", "2", "--direct_running_mode", "multi_processing"]
+        with contextlib.ExitStack() as scope:
+            options = running.pipeline_options(argv)
+            local = running.local_runner(options, scope)
+            print("forked" if forkserver._SERVER is not None else "started")
+            with beam.Pipeline(runner=local, options=options) as p:
+                p | beam.Create(range(10)) | beam.Reshuffle() | beam.Map(lambda x: x)
+        print("done")
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["started", "done"], proc.stdout
