@@ -201,8 +201,9 @@ class Spread(beam.PTransform):
     ``workers=None`` (a remote runner, whose workers come and go): Beam's ``Reshuffle``, a random key per shard.
     ``workers=N`` (the local runner's N worker processes): the shards are dealt to lanes (``deal``) and grouped by
     lane. The local runner deals a shuffle's keys round-robin over its workers, so each lane is one worker's work,
-    the lanes carry even rows, and a level too small for every worker leaves the others idle: an idle worker still
-    gets the stage's (empty) bundle, but never builds its DoFns' state or reads its side inputs.
+    the lanes carry even rows, and a level too small for every worker leaves the others idle: the local runner
+    (``fmcg_beam.runner.LocalRunner``) sends an idle worker no bundle, so it never builds the stage's DoFns' state
+    or reads its side inputs.
 
     Where the shards make one lane (one local worker, or a level of fewer than ``LANE_ROWS`` rows), a shuffle would
     only add a stage: ``needed`` is false, and the shards stay with the worker that made them, in the same stage.

@@ -96,14 +96,14 @@ def local_runner(options: PipelineOptions, scope: contextlib.ExitStack, close_fd
     from fmcg_beam.runner import LocalRunner, StartedEnvironment
 
     direct = options.view_as(DirectOptions)
+    parallel = _per_core(options)  # as many as the lanes (``spread_over``)
     if direct.direct_running_mode != "multi_processing":
-        return LocalRunner()
+        return LocalRunner(parallel=parallel)
     # With no running mode the runner keeps the environment given here (and its worker count).
     direct.direct_running_mode = None
     os.environ[worker.PARENT_ENV] = str(os.getpid())
     from fmcg_beam import forkserver
 
-    parallel = _per_core(options)
     if scope.enter_context(forkserver.serving(close_fds)) is not None:
         return LocalRunner(default_environment=forkserver.ForkedEnvironment.default(), parallel=parallel)
     forkserver.grpc_used()  # Beam's handler serves the started workers over gRPC

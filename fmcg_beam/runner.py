@@ -42,10 +42,15 @@ def busy_parts(parts: Mapping[str, Sequence[Sequence[bytes]]], n: int, timers: b
     return busy or [0]
 
 
+def bundle_count(busy: Sequence[int], parallel: int) -> int:
+    """How many bundles the ``busy`` parts make: one each, at most ``parallel`` (at least one)."""
+    return min(len(busy), max(1, parallel))
+
+
 def deal_parts(parts: Sequence[Sequence[bytes]], busy: Sequence[int], parallel: int) -> list[list[bytes]]:
-    """The ``busy`` parts of one input, dealt round-robin into at most ``parallel`` bundles (the first, with the
+    """The ``busy`` parts of one input, dealt round-robin into ``bundle_count`` bundles (the first, with the
     timers, stays first)."""
-    count = min(len(busy), max(1, parallel))
+    count = bundle_count(busy, parallel)
     return [[chunk for i in busy[b::count] for chunk in parts[i]] for b in range(count)]
 
 
@@ -83,7 +88,7 @@ class BusyPartsBundleManager(fn_runner.ParallelBundleManager):
         parts = {name: buffer.partition(n) for name, buffer in inputs.items()}
         busy = busy_parts(parts, n, bool(fired_timers))
         kept = {name: _Parted(deal_parts(p, busy, self.parallel)) for name, p in parts.items()}
-        count = min(len(busy), max(1, self.parallel))
+        count = bundle_count(busy, self.parallel)
         # Beam's loop: one bundle per part, the timers with the first, each on the next of the workers given.
         self._num_workers, self.bundle_context_manager = count, _FirstWorkers(context, count)
         try:
