@@ -11,8 +11,9 @@ For every scale:
    memory of its whole process tree (driver and Beam worker processes) every 50 ms, as summed RSS and
    as PSS (shared pages counted once), and keeps the run's own "time:" line (where the seconds went).
 2. Runs the *ceiling* with 1 and 2 processes (``--ceiling_processes``): a plain script that writes exactly
-   the same number of rows per table, with the same Arrow schemas, Parquet codec and row-group size, from
-   vectorised random numpy columns, with no Beam and no business rules. The shards are dealt out to the
+   the same number of rows per table, with the same Arrow schemas and the same Parquet writer
+   (``warehouse.write_parquet``: codec, row-group size, the columns it gives a dictionary), from vectorised
+   random numpy columns, with no Beam and no business rules. The shards are dealt out to the
    processes (forked, as a plain script would); their start-up is part of the time.
 
 Prints one table row per scale: wall seconds, peak memory, each ceiling's seconds and the run's time as a

@@ -29,6 +29,7 @@ import apache_beam as beam
 import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from fmcg_beam import checksums, columns, schema
@@ -39,6 +40,11 @@ from fmcg_beam.pipeline import TableCounters
 
 PARQUET_COMPRESSION = "snappy"
 PARQUET_ROW_GROUP = 1_000_000
+# A column gets a dictionary when at most half of a sample of DICTIONARY_SAMPLE of its values are distinct. Parquet's
+# writer otherwise builds one for every column and, for a column of mostly distinct values (a key, a timestamp, an
+# amount), gives it up once it outgrows its page after hashing every value so far: measured on 1.5M fact_sales
+# rows, that doubled the write's CPU (1.04 s against 0.57 s) and made the files larger (37.8 MB against 32.5 MB).
+DICTIONARY_SAMPLE = 4096
 
 
 def write_parquet(batch: pa.RecordBatch, path: Path, metadata: dict[bytes, bytes] | None = None) -> None:
@@ -51,8 +57,21 @@ def write_parquet(batch: pa.RecordBatch, path: Path, metadata: dict[bytes, bytes
     table = pa.Table.from_batches([batch])
     if metadata:
         table = table.replace_schema_metadata({**(table.schema.metadata or {}), **metadata})
-    pq.write_table(table, tmp, compression=PARQUET_COMPRESSION, row_group_size=PARQUET_ROW_GROUP)
+    pq.write_table(table, tmp, compression=PARQUET_COMPRESSION, row_group_size=PARQUET_ROW_GROUP,
+                   use_dictionary=dictionary_columns(batch))
     os.replace(tmp, path)
+
+
+def dictionary_columns(batch: pa.RecordBatch) -> list[str]:
+    """The columns of ``batch`` worth dictionary encoding: those of which at most half the values of an evenly
+    spaced sample of ``DICTIONARY_SAMPLE`` rows are distinct (a shard is in key order, so its first rows, all of
+    one day, would not stand for the rest). The choice changes how a file is encoded, never what it holds."""
+    n = batch.num_rows
+    sample = batch if n <= DICTIONARY_SAMPLE else batch.take(
+        pa.array(np.linspace(0, n - 1, DICTIONARY_SAMPLE).astype(np.int64)))
+    return [f.name for f, column in zip(sample.schema, sample.columns) if pa.types.is_dictionary(f.type) or (
+        len(column) and not pa.types.is_nested(f.type)
+        and 2 * pc.count_distinct(column, mode="all").as_py() <= len(column))]
 
 
 MONTH_PREFIX = "month="

@@ -211,6 +211,26 @@ def test_a_shards_months_are_checksummed_from_one_query_as_each_alone(warehouse)
     assert checksums.metadata(empty, checksums.row_hashes(empty)) == checksums.metadata(empty)
 
 
+def test_only_columns_whose_values_repeat_are_dictionary_encoded(warehouse):
+    """A key, a timestamp or an amount would make Parquet's writer build a dictionary and give it up; codes,
+    dates and foreign keys get one. The files read back as the rows they were written from."""
+    from fmcg_beam import warehouse as wh
+
+    files = wh.parquet_files(warehouse, "fact_sales")
+    meta = pq.ParquetFile(files[0]).metadata
+    encodings = {meta.schema.column(i).name: meta.row_group(0).column(i).encodings for i in range(meta.num_columns)}
+    dictionary = {c for c, e in encodings.items() if "RLE_DICTIONARY" in e or "PLAIN_DICTIONARY" in e}
+    assert {"sale_id", "created_at", "total_amount"}.isdisjoint(dictionary)
+    assert {"date", "product_id", "retailer_id", "delivery_status"} <= dictionary
+
+    batch = pq.read_table(files[:3], partitioning=None).combine_chunks().to_batches()[0]
+    assert set(wh.dictionary_columns(batch)) >= {"date", "product_id"} and "sale_id" not in wh.dictionary_columns(
+        batch)
+    wh.write_parquet(batch, warehouse.parent / "again.parquet")
+    assert pq.read_table(warehouse.parent / "again.parquet").to_batches()[0].equals(batch)
+    assert wh.dictionary_columns(batch.slice(0, 0)) == []
+
+
 def test_duckdb_build_that_runs_out_of_memory_is_retried_unbounded(warehouse, tmp_path, monkeypatch):
     from fmcg_beam import warehouse as wh
 
