@@ -5,7 +5,7 @@
 
 What a Dataflow worker spends its CPU on in a BigQuery run, without any load job: no emulator, no
 network. The pipeline is the project's own, exactly as a Dataflow launch builds it (``pipeline.build``
-with ``DirectBigQuerySink.write``: ``GenerateShardFn`` -> ``PerTable`` -> ``WriteBigQuery``:
+with ``DirectBigQuerySink.write``: ``GenerateShardFn`` -> ``WriteBigQuery`` (one per level of tables):
 ``BatchToRowsFn`` -> ``WriteToBigQuery`` with ``method=FILE_LOADS, temp_file_format=AVRO`` and the
 schema our sink passes; the sink's ``prepare()``, which creates tables, is not called), run on the
 in-process ``FnApiRunner`` with one worker (``in_memory``). Only one thing differs: Beam's
@@ -159,7 +159,7 @@ def split(plan: planning.Plan, temp: Path) -> dict[str, dict[str, float]]:
             c0 = time.process_time()
             batch = gen.generate(ctx, shard.units, lookups if gen.needs else None)
             c1 = time.process_time()
-            rows = write.batch_to_avro_rows(batch)  # what BatchToRowsFn does for FILE_LOADS
+            rows = write.batch_to_avro_rows(batch, write.TableRow)  # what BatchToRowsFn does for FILE_LOADS
             c2 = time.process_time()
             fn = bigquery_file_loads.WriteRecordsToFile(schema=table_schema,
                                                         file_format=bigquery_tools.FileFormat.AVRO)
@@ -193,7 +193,8 @@ def main() -> None:
                              "batch_to_avro_rows, to compare")
     args, extra = parser.parse_known_args()
     if args.typed_rows:
-        write.batch_to_avro_rows = write.batch_to_rows  # looked up when BatchToRowsFn runs, in this process
+        typed = write.batch_to_rows  # looked up when BatchToRowsFn runs, in this process
+        write.batch_to_avro_rows = lambda batch, row=dict: [row(r) for r in typed(batch)]
     if not any(a == "--tables" or a.startswith("--tables=") for a in extra):
         # The shipped tables; an installed plugin's table (e.g. the example fact_returns) only if asked for.
         extra += ["--tables", ",".join(BUILTIN_GENERATORS)]

@@ -33,7 +33,7 @@ whole fact when it is not asked for) are generated for their totals only.
 Elements between generation and the sink are ``(table, shard_id,
 pyarrow.RecordBatch)``; the local sink writes each batch to Parquet inside the
 same fused stage, so fact rows never cross a process boundary. A sink that
-writes table by table (BigQuery) routes the elements with ``PerTable``.
+writes table by table (a custom sink) routes the elements with ``PerTable``.
 """
 
 from __future__ import annotations

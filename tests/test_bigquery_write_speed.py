@@ -24,7 +24,9 @@ from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from fmcg_beam import columns
 from fmcg_beam.bigquery import Target
 from fmcg_beam.bigquery.tables import beam_schema
-from fmcg_beam.bigquery.write import BatchToRowsFn, WriteBigQuery, batch_to_avro_rows, batch_to_rows
+from fmcg_beam.bigquery.tables import layout
+from fmcg_beam.bigquery.write import (BatchToRowsFn, Destinations, WriteBigQuery, batch_to_avro_rows,
+                                      batch_to_rows)
 from fmcg_beam.columns import NULL
 from fmcg_beam.generators import BUILTIN_GENERATORS
 
@@ -127,8 +129,32 @@ def test_every_type_reads_back_from_a_load_file_as_the_typed_rows(tmp_path):
 
 def test_the_rows_step_converts_for_the_write_method():
     batch = pa.RecordBatch.from_pydict({"d": pa.array([19723], pa.date32())})
-    assert list(BatchToRowsFn("t", avro=True).process(("t", "0", batch))) == [{"d": 19723}]
-    assert list(BatchToRowsFn("t").process(("t", "0", batch))) == [{"d": dt.date(2024, 1, 1)}]
+    assert list(BatchToRowsFn(avro=True).process(("t", "0", batch))) == [{"d": 19723}]
+    rows = list(BatchToRowsFn().process(("t", "0", batch)))
+    assert rows == [{"d": dt.date(2024, 1, 1)}] and rows[0].table == "t"
+
+
+def test_a_row_finds_its_tables_destination_after_any_crossing():
+    """One write serves a level's tables: each row carries its table, also through Beam's coder (a Dataflow
+    worker may encode rows between the steps), and each destination Beam names maps back to its table."""
+    import pickle
+
+    from apache_beam.coders import coders
+    from apache_beam.io.gcp.internal.clients import bigquery as bq_api
+
+    target = Target("p", "d", "US", "FILE_LOADS", "/tmp/x", None)
+    where = Destinations(target, {"fact_sales": "fact_sales__fmcg_staging_r1", "dim_date": "dim_date"})
+    batch = pa.RecordBatch.from_pydict({"d": pa.array([19723, 19724], pa.date32())})
+    rows = list(BatchToRowsFn(avro=True).process(("fact_sales", "0", batch)))
+    coder = coders.FastPrimitivesCoder()
+    for row in (rows[1], pickle.loads(pickle.dumps(rows[1])), coder.decode(coder.encode(rows[1]))):
+        assert row == {"d": 19724} and where.of_row(row) == "p:d.fact_sales__fmcg_staging_r1"
+    assert where.table_of("p:d.fact_sales__fmcg_staging_r1") == "fact_sales"
+    assert where.schema("p:d.fact_sales__fmcg_staging_r1") == beam_schema("fact_sales")
+    ref = bq_api.TableReference(projectId="p", datasetId="d", tableId="dim_date")
+    assert where.table_of(ref) == "dim_date" and where.parameters(ref) == layout("dim_date")
+    with pytest.raises(KeyError):
+        where.table_of("p:d.someone_elses_table")
 
 
 class WriteFilesOnly(bigquery_file_loads.BigQueryBatchFileLoads):
@@ -152,7 +178,7 @@ def test_the_file_loads_sink_writes_load_files_that_read_back_as_the_typed_rows(
     with mock.patch.object(bigquery_file_loads, "BigQueryBatchFileLoads", WriteFilesOnly):
         p = beam.Pipeline(runner=FnApiRunner(), options=PipelineOptions([]))
         _ = (p | beam.Create([("fact_sales", "0", batch)], reshuffle=False)
-             | WriteBigQuery("fact_sales", target))
+             | WriteBigQuery(["fact_sales"], target))
     p.run().wait_until_finish()
     back = []
     for path in sorted(q for q in tmp_path.rglob("*") if q.is_file()):

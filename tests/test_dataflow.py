@@ -421,6 +421,9 @@ BQ_ARGS = {
     "temp_location": BUCKET_TMP, "endpoint": None, "bq_endpoint": None,
     "schema": lambda: schema.table("fact_sales"), "tdef": lambda: schema.table("fact_sales"),
     "target": lambda: importlib.import_module("fmcg_beam.bigquery").Target.from_settings(_bq_settings()),
+    "tables": ["fact_sales", "dim_products"],
+    "destinations": lambda: importlib.import_module("fmcg_beam.bigquery.write").Destinations(
+        BQ_ARGS["target"](), {"fact_sales": "fact_sales__stage", "dim_products": "dim_products__stage"}),
 }
 
 
@@ -510,7 +513,7 @@ def _dataflow_sink(settings: Settings, tmp_path: Path):
     from fmcg_beam import bigquery
 
     target = bigquery.Target.from_settings(settings)
-    return lambda ts: pipeline.PerTable(ts, lambda t: bigquery.WriteBigQuery(t, target))
+    return lambda ts: bigquery.WriteBigQuery(ts, target)
 
 
 @pytest.mark.parametrize("method", ["FILE_LOADS", "STREAMING_INSERTS"])
@@ -532,9 +535,11 @@ def test_dataflow_runner_builds_the_job_offline(no_network, tmp_path, method):
         if env.urn == common_urns.environments.DOCKER.urn
     }
     assert images == {IMAGE}, "workers must start from the template image main.py names"
-    names = {t.unique_name for t in job.proto_pipeline.components.transforms.values()}
-    assert all(any(n.endswith("/" + pipeline.step(t, "Write")) for n in names) for t in plan.tables)
     fns = _pickled_dofns(job.proto_pipeline).values()
+    # One write per level of tables, whose destinations are every table of that level.
+    routed = [f.destination.__self__ for f in fns if type(f).__name__ == "AppendDestinationsFn"]
+    assert sorted(t for d in routed for t in d.specs) == sorted(plan.tables)
+    assert len(routed) == len(pipeline.levels(plan))
     generate = {t for f in fns if isinstance(f, pipeline.GenerateShardFn) for t in f.tables}
     assert generate == set(plan.tables)
     assert not list(tmp_path.iterdir()), "nothing is written when the job is only built"
@@ -559,9 +564,11 @@ def test_an_incremental_job_commits_itself_after_every_write_offline(no_network,
                              window=(dt.date(2023, 1, 31), dt.date(2023, 1, 31)), record={"seed": 3},
                              expected=None, period=(dt.date(2023, 1, 1), dt.date(2023, 1, 31)))
 
+    levels = pipeline.levels(plan)
+
     def add(p, written):
-        assert set(written) == {t for t in tables if plan.shards[t]}
-        _ = p | "Finish" >> finish.FinishLoad(fn, [written[t] for t in tables if t in written])
+        assert len(written) == len(levels)  # one write per level of tables
+        _ = p | "Finish" >> finish.FinishLoad(fn, list(written.values()))
 
     p = pipeline.build(plan, PipelineOptions([*argv, "--dry_run=True"]), _dataflow_sink(settings, tmp_path),
                        finish=add)
@@ -569,10 +576,11 @@ def test_an_incremental_job_commits_itself_after_every_write_offline(no_network,
     fns = _pickled_dofns(job.proto_pipeline)
     (name, commit), = [(n, f) for n, f in fns.items() if isinstance(f, finish.FinishLoadFn)]
     assert name.startswith("Finish/") and commit.window == (dt.date(2023, 1, 31), dt.date(2023, 1, 31))
-    # It waits on the load and copy jobs of every table the job writes.
+    # It waits on the load and copy jobs of every write of the job, which cover every table it writes.
     finish_transform = next(t for t in job.proto_pipeline.components.transforms.values() if t.unique_name == name)
     payload = beam_runner_api_pb2.ParDoPayload.FromString(finish_transform.spec.payload)
-    assert len(payload.side_inputs) == 2 * len([t for t in tables if plan.shards[t]])
+    assert len(payload.side_inputs) == 2 * len(levels)
+    assert sorted(t for level in levels for t in level) == sorted(t for t in tables if plan.shards[t])
     sql = finish.replace_sql(target, tables, commit.staging, *commit.window)
     assert sql.startswith("BEGIN TRANSACTION;") and sql.endswith("COMMIT TRANSACTION;")
     assert f"DELETE FROM `{PROJECT}.fmcg.fact_sales` WHERE date BETWEEN DATE '2023-01-31' AND DATE '2023-01-31';" \

@@ -40,7 +40,6 @@ from fmcg_beam.bigquery.tables import prepare_tables, row_counts
 from fmcg_beam.bigquery.write import WriteBigQuery
 from fmcg_beam.faults import interrupt_in
 from fmcg_beam.options import Settings
-from fmcg_beam.pipeline import PerTable
 from fmcg_beam.sinks import Sink, Written, check_counts, set_state
 
 CANCEL_BUDGET_S = 30.0
@@ -100,13 +99,13 @@ class BigQuerySink(Sink):
             expected=self.expected, period=(plan.context.start, plan.context.end))
 
         def add(pipeline, written):
-            results = [written[t] for t in load.tables if t in written]
+            results = list(written.values())  # each level's write
             _ = pipeline | "Finish" >> job_finish.FinishLoad(fn, results)
 
         return add
 
     def write(self, tables: list[str]) -> beam.PTransform:
-        return PerTable(tables, self.load.sink)
+        return self.load.sink(tables)
 
     def watch(self) -> ContextManager:
         # Only a local run is usefully interrupted when the endpoint goes away (a remote job has its own retries).
@@ -217,7 +216,7 @@ class DirectBigQuerySink(Sink):
         prepare_tables(self.target, list(plan.tables))
 
     def write(self, tables: list[str]) -> beam.PTransform:
-        return PerTable(tables, lambda table: WriteBigQuery(table, self.target))
+        return WriteBigQuery(tables, self.target)
 
     def job_step(self, plan):
         """With ``FILE_LOADS``: the job records the warehouse (so increments can follow) and runs the gate."""
@@ -230,7 +229,7 @@ class DirectBigQuerySink(Sink):
             period=(plan.context.start, plan.context.end))
 
         def add(pipeline, written):
-            results = [written[t] for t in plan.tables if t in written]
+            results = list(written.values())  # each level's write
             _ = pipeline | "Finish" >> job_finish.FinishLoad(fn, results)
 
         return add

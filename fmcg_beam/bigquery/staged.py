@@ -37,7 +37,7 @@ import logging
 import os
 import signal
 import time
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import apache_beam as beam
 
@@ -204,9 +204,10 @@ class StagedLoad:
         except ValueError:
             return True
 
-    def sink(self, table: str) -> beam.PTransform:
-        """The transform that writes ``table``'s rows into its staging table."""
-        return WriteBigQuery(table, self.target, destination=self.staging_id(table), temp_location=self.temp_location)
+    def sink(self, tables: Sequence[str]) -> beam.PTransform:
+        """The transform that writes the rows of ``tables`` into their staging tables."""
+        return WriteBigQuery(tables, self.target, destinations={t: self.staging_id(t) for t in tables},
+                             temp_location=self.temp_location)
 
     # -- after the pipeline -----------------------------------------------------------------------------------
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Iterator, Optional
+from typing import Iterator, Mapping, Optional, Sequence
 
 import apache_beam as beam
 import numpy as np
@@ -36,7 +36,7 @@ def batch_to_rows(batch: pa.RecordBatch) -> list[dict]:
 AVRO_NUMERIC_SCALE = BIG_QUERY_TO_AVRO_TYPES["NUMERIC"]["scale"]
 
 
-def batch_to_avro_rows(batch: pa.RecordBatch) -> list[dict]:
+def batch_to_avro_rows(batch: pa.RecordBatch, row: type = dict) -> list[dict]:
     """Row dicts for the Avro load files of FILE_LOADS, converted column by column.
 
     Each value is already what fastavro writes for the ``batch_to_rows`` value, which it then passes
@@ -45,10 +45,11 @@ def batch_to_avro_rows(batch: pa.RecordBatch) -> list[dict]:
     (big-endian two's complement, as fastavro encodes a ``Decimal``). Building a ``Decimal``,
     ``date`` or aware ``datetime`` per value, only for fastavro to take it apart again, was most of
     the conversion's and much of the encoding's time. Any other column is as in ``batch_to_rows``.
+    ``row``: the type of the rows (a ``dict``, or a subclass such as ``TableRow``).
     """
     names = batch.schema.names
     columns = [_avro_column(column) for column in batch.columns]
-    return [dict(zip(names, values)) for values in zip(*columns)]
+    return [row(zip(names, values)) for values in zip(*columns)]
 
 
 def _avro_column(column: pa.Array) -> list:
@@ -91,64 +92,104 @@ def _avro_decimal_bytes(column: pa.Array) -> pa.Array:
     return out
 
 
+class TableRow(dict):
+    """A row dict that knows its table: ``WriteBigQuery``'s one ``WriteToBigQuery`` sends it there."""
+
+    __slots__ = ("table",)  # pickled with the row (Beam's coders pickle a dict subclass)
+
+
+
+
 class BatchToRowsFn(beam.DoFn):
-    """Turns a generated ``(table, shard_id, RecordBatch)`` into BigQuery row dicts.
+    """Turns a generated ``(table, shard_id, RecordBatch)`` into BigQuery row dicts (``TableRow``), counted per
+    table (``<table>/bq_rows``).
 
     ``avro``: rows for FILE_LOADS' Avro files (``batch_to_avro_rows``); otherwise ``batch_to_rows``.
     """
 
-    def __init__(self, table: str, avro: bool = False):
+    def __init__(self, avro: bool = False):
         self.avro = avro
-        self.rows = Metrics.counter(table, "bq_rows")
-        self.msecs = Metrics.counter(table, "convert_msecs")
+        self._counters: dict[str, tuple] = {}
 
     def process(self, element: tuple[str, str, pa.RecordBatch]) -> Iterator[dict]:
-        _, _, batch = element
+        table, _, batch = element
         started = time.perf_counter()
-        rows = batch_to_avro_rows(batch) if self.avro else batch_to_rows(batch)
-        self.msecs.inc(int((time.perf_counter() - started) * 1000))
-        self.rows.inc(len(rows))
+        rows = batch_to_avro_rows(batch, TableRow) if self.avro else [TableRow(r) for r in batch_to_rows(batch)]
+        for row in rows:
+            row.table = table
+        if table not in self._counters:
+            self._counters[table] = (Metrics.counter(table, "bq_rows"), Metrics.counter(table, "convert_msecs"))
+        counted, msecs = self._counters[table]
+        msecs.inc(int((time.perf_counter() - started) * 1000))
+        counted.inc(len(rows))
         yield from rows
 
 
+class Destinations:
+    """Where each table's rows go, and what Beam asks of each destination (its schema, its partitioning and
+    clustering), picklable for the workers. Beam names a destination ``project:dataset.table_id``."""
+
+    def __init__(self, target: Target, ids: Mapping[str, str]):
+        self.specs = {t: target.table_spec(i) for t, i in ids.items()}  # table -> destination
+        self.tables = {i: t for t, i in ids.items()}  # destination table id -> table
+
+    def table_of(self, destination) -> str:
+        tid = destination.tableId if hasattr(destination, "tableId") else str(destination).rsplit(".", 1)[-1]
+        return self.tables[tid]
+
+    def of_row(self, row: TableRow) -> str:
+        return self.specs[row.table]
+
+    def schema(self, destination) -> dict:
+        return beam_schema(self.table_of(destination))
+
+    def parameters(self, destination) -> dict:
+        return layout(self.table_of(destination))
+
+
 class CountFailedRowsFn(beam.DoFn):
-    def __init__(self, table: str):
-        self.failed = Metrics.counter(table, "bq_failed_rows")
+    """Counts the rows streaming inserts gave up on, per table (``<table>/bq_failed_rows``)."""
+
+    def __init__(self, destinations: Destinations):
+        self.destinations = destinations
 
     def process(self, element) -> Iterator[None]:
-        self.failed.inc()
+        Metrics.counter(self.destinations.table_of(element[0]), "bq_failed_rows").inc()
         return iter(())
 
 
 class WriteBigQuery(beam.PTransform):
-    """The BigQuery sink of one table: appends its rows to ``destination`` (default: the table itself).
+    """The BigQuery sink of any number of tables: appends each table's rows to its ``destinations`` entry
+    (default: the table itself), through one ``WriteToBigQuery`` whose destination follows the row.
 
-    The destination must exist (``StagedLoad.prepare`` or ``prepare_tables``). Load files go to
+    One write for all the tables of a pipeline level, not one per table: Beam's file loads are dozens of
+    transforms each, which every run paid for in building the pipeline, in stages and in the job's graph.
+    The destinations must exist (``StagedLoad.prepare`` or ``prepare_tables``). Load files go to
     ``temp_location`` (default: the target's).
     """
 
-    def __init__(self, table: str, target: Target, destination: Optional[str] = None,
+    def __init__(self, tables: Sequence[str], target: Target, destinations: Optional[Mapping[str, str]] = None,
                  temp_location: Optional[str] = None):
         super().__init__()
         if target.method not in ("FILE_LOADS", "STREAMING_INSERTS"):
             raise ValueError(f"unknown BigQuery write method {target.method!r}; use FILE_LOADS or STREAMING_INSERTS")
         if target.method == "FILE_LOADS" and not (temp_location or target.temp_location):
             raise ValueError("FILE_LOADS needs a temp location (--temp_location)")
-        self.table = table
+        self.tables = [tables] if isinstance(tables, str) else list(tables)
         self.target = target
-        self.destination = destination or table
+        self.destinations = Destinations(target, {t: (destinations or {}).get(t, t) for t in self.tables})
         self.temp_location = temp_location or target.temp_location
 
     def expand(self, batches: beam.PCollection):
-        extra = layout(self.table)
+        where = self.destinations
         common = dict(
-            table=self.target.table_spec(self.destination),
-            schema=beam_schema(self.table),
+            table=where.of_row,
+            schema=where.schema,
             create_disposition=BigQueryDisposition.CREATE_NEVER,
             # The destination was just created empty, so appending is a full load for both methods
             # (Beam refuses WRITE_TRUNCATE with streaming inserts).
             write_disposition=BigQueryDisposition.WRITE_APPEND,
-            additional_bq_parameters=extra,
+            additional_bq_parameters=where.parameters,
             test_client=self.target.beam_client(),
             validate=self.target.endpoint is None,
         )
@@ -158,10 +199,10 @@ class WriteBigQuery(beam.PTransform):
         else:
             method = dict(method=WriteToBigQuery.Method.STREAMING_INSERTS,
                           insert_retry_strategy=RetryStrategy.RETRY_ON_TRANSIENT_ERROR)
-        rows = batches | "Rows" >> beam.ParDo(BatchToRowsFn(self.table, avro=self.target.method == "FILE_LOADS"))
+        rows = batches | "Rows" >> beam.ParDo(BatchToRowsFn(avro=self.target.method == "FILE_LOADS"))
         result = rows | "BigQuery" >> WriteToBigQuery(**common, **method)
         if self.target.method == "STREAMING_INSERTS":
-            _ = result.failed_rows_with_errors | "FailedRows" >> beam.ParDo(CountFailedRowsFn(self.table))
+            _ = result.failed_rows_with_errors | "FailedRows" >> beam.ParDo(CountFailedRowsFn(where))
         return result
 
 
