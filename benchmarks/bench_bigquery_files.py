@@ -160,7 +160,7 @@ def split(plan: planning.Plan, temp: Path) -> dict[str, dict[str, float]]:
             c0 = time.process_time()
             batch = gen.generate(ctx, shard.units, lookups if gen.needs else None)
             c1 = time.process_time()
-            rows = write.batch_to_avro_rows(batch, write.TableRow)  # what BatchToRowsFn does for FILE_LOADS
+            rows = write.batch_to_avro_rows(batch)  # what BatchToRowsFn does for FILE_LOADS
             c2 = time.process_time()
             fn = bigquery_file_loads.WriteRecordsToFile(schema=table_schema,
                                                         file_format=bigquery_tools.FileFormat.AVRO)
@@ -194,8 +194,7 @@ def main() -> None:
                              "batch_to_avro_rows, to compare")
     args, extra = parser.parse_known_args()
     if args.typed_rows:
-        typed = write.batch_to_rows  # looked up when BatchToRowsFn runs, in this process
-        write.batch_to_avro_rows = lambda batch, row=dict: [row(r) for r in typed(batch)]
+        write.batch_to_avro_rows = write.batch_to_rows  # looked up when BatchToRowsFn runs, in this process
     if not any(a == "--tables" or a.startswith("--tables=") for a in extra):
         # The shipped tables; an installed plugin's table (e.g. the example fact_returns) only if asked for.
         extra += ["--tables", ",".join(BUILTIN_GENERATORS)]

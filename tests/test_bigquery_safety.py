@@ -144,13 +144,13 @@ def test_a_stop_request_mid_load_leaves_every_table_as_it_was(emulator, loaded, 
     real = bq_write.batch_to_avro_rows  # the FILE_LOADS conversion
     staged = {}
 
-    def batch_to_rows(batch, *args):
+    def batch_to_rows(batch):
         if "cost_category" in batch.schema.names and not staged:
             client = target(emulator, dataset).client()
             for t in leftovers(emulator, dataset):
                 staged[t] = client.get_table(f"{PROJECT}.{dataset}.{t}").num_rows
             os.kill(os.getpid(), signal.SIGINT)
-        return real(batch, *args)
+        return real(batch)
 
     monkeypatch.setattr(bq_write, "batch_to_avro_rows", batch_to_rows)
     argv = [*bq(emulator, dataset, temp, *OTHER), "--direct_num_workers", "1"]

@@ -25,8 +25,7 @@ from fmcg_beam import columns
 from fmcg_beam.bigquery import Target
 from fmcg_beam.bigquery.tables import beam_schema
 from fmcg_beam.bigquery.tables import layout
-from fmcg_beam.bigquery.write import (BatchToRowsFn, Destinations, WriteBigQuery, batch_to_avro_rows,
-                                      batch_to_rows)
+from fmcg_beam.bigquery.write import BatchToRowsFn, Destinations, WriteBigQuery, batch_to_avro_rows, batch_to_rows
 from fmcg_beam.columns import NULL
 from fmcg_beam.generators import BUILTIN_GENERATORS
 
@@ -130,31 +129,47 @@ def test_every_type_reads_back_from_a_load_file_as_the_typed_rows(tmp_path):
 def test_the_rows_step_converts_for_the_write_method():
     batch = pa.RecordBatch.from_pydict({"d": pa.array([19723], pa.date32())})
     assert list(BatchToRowsFn(avro=True).process(("t", "0", batch))) == [{"d": 19723}]
-    rows = list(BatchToRowsFn().process(("t", "0", batch)))
-    assert rows == [{"d": dt.date(2024, 1, 1)}] and rows[0].table == "t"
+    assert list(BatchToRowsFn().process(("t", "0", batch))) == [{"d": dt.date(2024, 1, 1)}]
 
 
-def test_a_row_finds_its_tables_destination_after_any_crossing():
-    """One write serves a level's tables: each row carries its table, also through Beam's coder (a Dataflow
-    worker may encode rows between the steps), and each destination Beam names maps back to its table."""
-    import pickle
-
-    from apache_beam.coders import coders
+def test_a_rows_columns_name_its_tables_destination(generated, monkeypatch):
+    """One write serves a level's tables: a row is a plain dict whose keys are its table's columns, and each
+    destination Beam names maps back to its table."""
     from apache_beam.io.gcp.internal.clients import bigquery as bq_api
+
+    from fmcg_beam.bigquery import write
 
     target = Target("p", "d", "US", "FILE_LOADS", "/tmp/x", None)
     where = Destinations(target, {"fact_sales": "fact_sales__fmcg_staging_r1", "dim_date": "dim_date"})
-    batch = pa.RecordBatch.from_pydict({"d": pa.array([19723, 19724], pa.date32())})
-    rows = list(BatchToRowsFn(avro=True).process(("fact_sales", "0", batch)))
-    coder = coders.FastPrimitivesCoder()
-    for row in (rows[1], pickle.loads(pickle.dumps(rows[1])), coder.decode(coder.encode(rows[1]))):
-        assert row == {"d": 19724} and where.of_row(row) == "p:d.fact_sales__fmcg_staging_r1"
+    for table, spec in (("fact_sales", "p:d.fact_sales__fmcg_staging_r1"), ("dim_date", "p:d.dim_date")):
+        batch = generated[table].slice(0, 3)
+        for avro in (True, False):
+            rows = list(BatchToRowsFn(avro=avro).process((table, "0", batch)))
+            assert type(rows[0]) is dict and {where.of_row(r) for r in rows} == {spec}
     assert where.table_of("p:d.fact_sales__fmcg_staging_r1") == "fact_sales"
+    assert where.table_of("p.d.fact_sales__fmcg_staging_r1") == "fact_sales"  # as Beam's file writer spells it
     assert where.schema("p:d.fact_sales__fmcg_staging_r1") == beam_schema("fact_sales")
     ref = bq_api.TableReference(projectId="p", datasetId="d", tableId="dim_date")
     assert where.table_of(ref) == "dim_date" and where.parameters(ref) == layout("dim_date")
     with pytest.raises(KeyError):
         where.table_of("p:d.someone_elses_table")
+
+    # Tables with the same columns (custom ones may have them) get a write each.
+    same = {"a": ("k", "v"), "b": ("k", "v"), "c": ("k", "w"), "d": ("k", "v")}
+    monkeypatch.setattr(write, "columns_of", same.__getitem__)
+    assert write.groups(["a", "b", "c", "d"]) == [["a", "c"], ["b"], ["d"]]
+    with pytest.raises(ValueError, match="same columns"):
+        Destinations(target, {"a": "a", "b": "b"})
+
+
+def test_tables_with_the_same_columns_are_written_each_by_a_write_of_its_own(generated, monkeypatch, tmp_path):
+    from fmcg_beam.bigquery import write
+
+    target = Target("test-project", "fmcg", "US", "FILE_LOADS", str(tmp_path), None)
+    monkeypatch.setattr(write, "columns_of", lambda t: ("same",) if t in ("dim_banks", "dim_jobs") else (t,))
+    p = beam.Pipeline(runner=FnApiRunner(), options=PipelineOptions([]))
+    out = p | beam.Create([]) | WriteBigQuery(["dim_banks", "dim_jobs", "dim_date"], target)
+    assert set(out) == {"dim_banks+dim_date", "dim_jobs"}
 
 
 class WriteFilesOnly(bigquery_file_loads.BigQueryBatchFileLoads):

@@ -421,7 +421,7 @@ BQ_ARGS = {
     "temp_location": BUCKET_TMP, "endpoint": None, "bq_endpoint": None,
     "schema": lambda: schema.table("fact_sales"), "tdef": lambda: schema.table("fact_sales"),
     "target": lambda: importlib.import_module("fmcg_beam.bigquery").Target.from_settings(_bq_settings()),
-    "tables": ["fact_sales", "dim_products"],
+    "tables": ["fact_sales", "dim_products"], "group_of": {"fact_sales": 0, "dim_products": 0},
     "destinations": lambda: importlib.import_module("fmcg_beam.bigquery.write").Destinations(
         BQ_ARGS["target"](), {"fact_sales": "fact_sales__stage", "dim_products": "dim_products__stage"}),
 }

@@ -12,11 +12,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from apache_beam.io.gcp.bigquery import BigQueryDisposition, RetryStrategy, WriteToBigQuery
-from apache_beam.io.gcp.bigquery_avro_tools import BIG_QUERY_TO_AVRO_TYPES
 from apache_beam.io.gcp import bigquery_tools
+from apache_beam.io.gcp.bigquery_avro_tools import BIG_QUERY_TO_AVRO_TYPES
 from apache_beam.io.gcp.bigquery_tools import FileFormat
 from apache_beam.metrics import Metrics
 
+from fmcg_beam import schema
 from fmcg_beam.bigquery.connection import Target
 from fmcg_beam.bigquery.tables import beam_schema, layout
 from fmcg_beam.stopping import deferred_signals
@@ -55,7 +56,7 @@ bigquery_tools.AvroRowWriter = AvroBlockWriter
 AVRO_NUMERIC_SCALE = BIG_QUERY_TO_AVRO_TYPES["NUMERIC"]["scale"]
 
 
-def batch_to_avro_rows(batch: pa.RecordBatch, row: type = dict) -> list[dict]:
+def batch_to_avro_rows(batch: pa.RecordBatch) -> list[dict]:
     """Row dicts for the Avro load files of FILE_LOADS, converted column by column.
 
     Each value is already what fastavro writes for the ``batch_to_rows`` value, which it then passes
@@ -64,11 +65,10 @@ def batch_to_avro_rows(batch: pa.RecordBatch, row: type = dict) -> list[dict]:
     (big-endian two's complement, as fastavro encodes a ``Decimal``). Building a ``Decimal``,
     ``date`` or aware ``datetime`` per value, only for fastavro to take it apart again, was most of
     the conversion's and much of the encoding's time. Any other column is as in ``batch_to_rows``.
-    ``row``: the type of the rows (a ``dict``, or a subclass such as ``TableRow``).
     """
     names = batch.schema.names
     columns = [_avro_column(column) for column in batch.columns]
-    return [row(zip(names, values)) for values in zip(*columns)]
+    return [dict(zip(names, values)) for values in zip(*columns)]
 
 
 def _avro_column(column: pa.Array) -> list:
@@ -111,17 +111,9 @@ def _avro_decimal_bytes(column: pa.Array) -> pa.Array:
     return out
 
 
-class TableRow(dict):
-    """A row dict that knows its table: ``WriteBigQuery``'s one ``WriteToBigQuery`` sends it there."""
-
-    __slots__ = ("table",)  # pickled with the row (Beam's coders pickle a dict subclass)
-
-
-
-
 class BatchToRowsFn(beam.DoFn):
-    """Turns a generated ``(table, shard_id, RecordBatch)`` into BigQuery row dicts (``TableRow``), counted per
-    table (``<table>/bq_rows``).
+    """Turns a generated ``(table, shard_id, RecordBatch)`` into BigQuery row dicts, counted per table
+    (``<table>/bq_rows``).
 
     ``avro``: rows for FILE_LOADS' Avro files (``batch_to_avro_rows``); otherwise ``batch_to_rows``.
     """
@@ -133,9 +125,7 @@ class BatchToRowsFn(beam.DoFn):
     def process(self, element: tuple[str, str, pa.RecordBatch]) -> Iterator[dict]:
         table, _, batch = element
         started = time.perf_counter()
-        rows = batch_to_avro_rows(batch, TableRow) if self.avro else [TableRow(r) for r in batch_to_rows(batch)]
-        for row in rows:
-            row.table = table
+        rows = batch_to_avro_rows(batch) if self.avro else batch_to_rows(batch)
         if table not in self._counters:
             self._counters[table] = (Metrics.counter(table, "bq_rows"), Metrics.counter(table, "convert_msecs"))
         counted, msecs = self._counters[table]
@@ -144,20 +134,46 @@ class BatchToRowsFn(beam.DoFn):
         yield from rows
 
 
+def columns_of(table: str) -> tuple[str, ...]:
+    """The keys of ``table``'s row dicts, in order."""
+    return tuple(schema.table(table).column_names)
+
+
+def groups(tables: Sequence[str]) -> list[list[str]]:
+    """``tables`` in as few groups as can each be one write: no two tables of a group have the same columns."""
+    out: list[tuple[set, list[str]]] = []
+    for t in tables:
+        group = next((g for g in out if columns_of(t) not in g[0]), None)
+        if group is None:
+            group = (set(), [])
+            out.append(group)
+        group[0].add(columns_of(t))
+        group[1].append(t)
+    return [names for _, names in out]
+
+
 class Destinations:
     """Where each table's rows go, and what Beam asks of each destination (its schema, its partitioning and
-    clustering), picklable for the workers. Beam names a destination ``project:dataset.table_id``."""
+    clustering), picklable for the workers. Beam names a destination ``project:dataset.table_id``.
+
+    A row is a plain ``dict`` whose keys are its table's columns, in order, and no two of the tables have the
+    same columns (``groups``): the keys name the table. (A ``dict`` subclass carrying its table cost as much
+    again in the garbage collector, which tracks every such row while a plain row of values it does not.)
+    """
 
     def __init__(self, target: Target, ids: Mapping[str, str]):
         self.specs = {t: target.table_spec(i) for t, i in ids.items()}  # table -> destination
         self.tables = {i: t for t, i in ids.items()}  # destination table id -> table
+        self.by_columns = {columns_of(t): self.specs[t] for t in ids}
+        if len(self.by_columns) != len(ids):
+            raise ValueError(f"tables with the same columns cannot share one write: {sorted(ids)}")
 
     def table_of(self, destination) -> str:
         tid = destination.tableId if hasattr(destination, "tableId") else str(destination).rsplit(".", 1)[-1]
         return self.tables[tid]
 
-    def of_row(self, row: TableRow) -> str:
-        return self.specs[row.table]
+    def of_row(self, row: dict) -> str:
+        return self.by_columns[tuple(row)]
 
     def schema(self, destination) -> dict:
         return beam_schema(self.table_of(destination))
@@ -177,12 +193,22 @@ class CountFailedRowsFn(beam.DoFn):
         return iter(())
 
 
+class _ByGroupFn(beam.DoFn):
+    def __init__(self, group_of: Mapping[str, int]):
+        self.group_of = dict(group_of)
+
+    def process(self, element):
+        yield beam.pvalue.TaggedOutput(str(self.group_of[element[0]]), element)
+
+
 class WriteBigQuery(beam.PTransform):
     """The BigQuery sink of any number of tables: appends each table's rows to its ``destinations`` entry
     (default: the table itself), through one ``WriteToBigQuery`` whose destination follows the row.
 
     One write for all the tables of a pipeline level, not one per table: Beam's file loads are dozens of
     transforms each, which every run paid for in building the pipeline, in stages and in the job's graph.
+    Tables with the same columns (possible among custom tables) get one write each (``groups``); the transform
+    then returns their ``WriteResult``s by group, else the one ``WriteResult``.
     The destinations must exist (``StagedLoad.prepare`` or ``prepare_tables``). Load files go to
     ``temp_location`` (default: the target's).
     """
@@ -196,11 +222,20 @@ class WriteBigQuery(beam.PTransform):
             raise ValueError("FILE_LOADS needs a temp location (--temp_location)")
         self.tables = [tables] if isinstance(tables, str) else list(tables)
         self.target = target
-        self.destinations = Destinations(target, {t: (destinations or {}).get(t, t) for t in self.tables})
+        ids = {t: (destinations or {}).get(t, t) for t in self.tables}
+        self.groups = [Destinations(target, {t: ids[t] for t in group}) for group in groups(self.tables)]
         self.temp_location = temp_location or target.temp_location
 
     def expand(self, batches: beam.PCollection):
-        where = self.destinations
+        if len(self.groups) == 1:
+            return self._write(batches, self.groups[0])
+        group_of = {t: i for i, where in enumerate(self.groups) for t in where.specs}
+        routed = batches | "ByColumns" >> beam.ParDo(_ByGroupFn(group_of)).with_outputs(
+            *(str(i) for i in range(len(self.groups))))
+        return {"+".join(where.specs): routed[str(i)] | f"Group{i}" >> _Write(self, where)
+                for i, where in enumerate(self.groups)}
+
+    def _write(self, batches: beam.PCollection, where: Destinations):
         common = dict(
             table=where.of_row,
             schema=where.schema,
@@ -223,6 +258,17 @@ class WriteBigQuery(beam.PTransform):
         if self.target.method == "STREAMING_INSERTS":
             _ = result.failed_rows_with_errors | "FailedRows" >> beam.ParDo(CountFailedRowsFn(where))
         return result
+
+
+class _Write(beam.PTransform):
+    """One group's write of a ``WriteBigQuery`` (its steps under the group's label)."""
+
+    def __init__(self, write: WriteBigQuery, where: Destinations):
+        super().__init__()
+        self.write, self.where = write, where
+
+    def expand(self, batches: beam.PCollection):
+        return self.write._write(batches, self.where)
 
 
 def remove_load_files(temp_location: str, budget: float) -> None:
