@@ -23,8 +23,7 @@ from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
 from fmcg_beam import columns
 from fmcg_beam.bigquery import Target
-from fmcg_beam.bigquery.tables import beam_schema
-from fmcg_beam.bigquery.tables import layout
+from fmcg_beam.bigquery.tables import beam_schema, layout
 from fmcg_beam.bigquery.write import BatchToRowsFn, Destinations, WriteBigQuery, batch_to_avro_rows, batch_to_rows
 from fmcg_beam.columns import NULL
 from fmcg_beam.generators import BUILTIN_GENERATORS

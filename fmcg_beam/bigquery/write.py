@@ -11,8 +11,8 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from apache_beam.io.gcp.bigquery import BigQueryDisposition, RetryStrategy, WriteToBigQuery
 from apache_beam.io.gcp import bigquery_tools
+from apache_beam.io.gcp.bigquery import BigQueryDisposition, RetryStrategy, WriteToBigQuery
 from apache_beam.io.gcp.bigquery_avro_tools import BIG_QUERY_TO_AVRO_TYPES
 from apache_beam.io.gcp.bigquery_tools import FileFormat
 from apache_beam.metrics import Metrics
@@ -39,8 +39,8 @@ class AvroBlockWriter(bigquery_tools.AvroRowWriter):
 
     Beam's file loads ask for a load file's size after every row (``WriteRecordsToFile``, to start a new file
     past ``max_file_size``), and Beam's ``AvroRowWriter.tell`` flushed fastavro's block to answer: every row
-    was a block of its own, with its header and sync marker (about 19 of the 74 bytes a row took), and that
-    flush was about a fifth of the file loads' CPU. Here the size counts the block being filled; fastavro
+    was a block of its own, with its header and sync marker (about 19 of the 74 bytes a row took; the flush
+    itself cost little CPU). Here the size counts the block being filled; fastavro
     writes it out once it passes its 16 kB sync interval, so the size is never further behind than that.
     Installed as ``bigquery_tools.AvroRowWriter`` when this module loads, in the run's process and in every
     worker that unpickles this module's functions (the rows step and the destinations), before it writes.
@@ -143,11 +143,12 @@ def groups(tables: Sequence[str]) -> list[list[str]]:
     """``tables`` in as few groups as can each be one write: no two tables of a group have the same columns."""
     out: list[tuple[set, list[str]]] = []
     for t in tables:
-        group = next((g for g in out if columns_of(t) not in g[0]), None)
+        columns = columns_of(t)
+        group = next((g for g in out if columns not in g[0]), None)
         if group is None:
             group = (set(), [])
             out.append(group)
-        group[0].add(columns_of(t))
+        group[0].add(columns)
         group[1].append(t)
     return [names for _, names in out]
 
@@ -222,20 +223,19 @@ class WriteBigQuery(beam.PTransform):
             raise ValueError("FILE_LOADS needs a temp location (--temp_location)")
         self.tables = [tables] if isinstance(tables, str) else list(tables)
         self.target = target
-        ids = {t: (destinations or {}).get(t, t) for t in self.tables}
-        self.groups = [Destinations(target, {t: ids[t] for t in group}) for group in groups(self.tables)]
+        self.ids = {t: (destinations or {}).get(t, t) for t in self.tables}
+        self.groups = groups(self.tables)
         self.temp_location = temp_location or target.temp_location
 
     def expand(self, batches: beam.PCollection):
-        if len(self.groups) == 1:
-            return self._write(batches, self.groups[0])
-        group_of = {t: i for i, where in enumerate(self.groups) for t in where.specs}
-        routed = batches | "ByColumns" >> beam.ParDo(_ByGroupFn(group_of)).with_outputs(
-            *(str(i) for i in range(len(self.groups))))
-        return {"+".join(where.specs): routed[str(i)] | f"Group{i}" >> _Write(self, where)
-                for i, where in enumerate(self.groups)}
-
-    def _write(self, batches: beam.PCollection, where: Destinations):
+        if len(self.groups) > 1:  # a write of each group's tables
+            group_of = {t: i for i, group in enumerate(self.groups) for t in group}
+            routed = batches | "ByColumns" >> beam.ParDo(_ByGroupFn(group_of)).with_outputs(
+                *(str(i) for i in range(len(self.groups))))
+            return {"+".join(group): routed[str(i)] | f"Group{i}" >> WriteBigQuery(
+                group, self.target, {t: self.ids[t] for t in group}, self.temp_location)
+                for i, group in enumerate(self.groups)}
+        where = Destinations(self.target, self.ids)
         common = dict(
             table=where.of_row,
             schema=where.schema,
@@ -258,17 +258,6 @@ class WriteBigQuery(beam.PTransform):
         if self.target.method == "STREAMING_INSERTS":
             _ = result.failed_rows_with_errors | "FailedRows" >> beam.ParDo(CountFailedRowsFn(where))
         return result
-
-
-class _Write(beam.PTransform):
-    """One group's write of a ``WriteBigQuery`` (its steps under the group's label)."""
-
-    def __init__(self, write: WriteBigQuery, where: Destinations):
-        super().__init__()
-        self.write, self.where = write, where
-
-    def expand(self, batches: beam.PCollection):
-        return self.write._write(batches, self.where)
 
 
 def remove_load_files(temp_location: str, budget: float) -> None:
