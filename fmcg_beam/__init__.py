@@ -3,4 +3,4 @@
 Run ``python -m fmcg_beam --help`` for the options.
 """
 
-__version__ = "0.8.5"
+__version__ = "0.8.6"

@@ -212,9 +212,11 @@ DUCKDB_MEMORY_LIMIT = "1GB"
 # Measured on 2 cores at --scale 20: one foreign key of the 10M-row fact_sales adds 10 to 45 s to the build
 # (retailer_id and employee_id the most; even a bulk CREATE INDEX on retailer_id takes 11 s), every key 100 s; the
 # primary keys of fact_sales and fact_inventory alone, built in bulk after the load, turn a 5.5 s, 330 MB build into
-# 9 to 11 s and 500 MB. Below the limit keys cost seconds (every key of a --scale 1 run: 3 s). The default dates
-# pass it at about --scale 2; the dimensions and the smaller facts stay far below it.
-AUTO_KEY_ROWS = 1_000_000
+# 9 to 11 s and 500 MB. At --scale 1 every key of fact_sales (500k rows) and fact_inventory (450k) took 3.0-3.3 s
+# and 1.2-1.4 s to load on their own, about 6 us a row, and a third of the run (11.6-13.1 s with them, 8.6-9.1 s
+# without, in turns); up to this limit a table's keys cost at most about 0.6 s. The default dates pass it at about
+# --scale 0.2; the dimensions and the smaller facts stay below it up to --scale 20 and beyond.
+AUTO_KEY_ROWS = 100_000
 DUCKDB_KEYS = ("auto", "all", "primary", "none")
 
 
@@ -387,9 +389,13 @@ def _create(con: duckdb.DuckDBPyConnection, name: str, keys: DuckDBKeys, primary
             fact_keys: bool = False) -> None:
     tdef = schema.table(name)
     foreign = name in keys.foreign
-    con.execute(tdef.duckdb_ddl(primary_key=primary_key, foreign_keys=foreign, fact_keys=fact_keys))
-    for stmt in tdef.duckdb_comments(declared_foreign_keys=foreign):
-        con.execute(stmt)
+    # One call for the table and its comments: DuckDB's Python client takes the GIL back after each statement
+    # (and between a statement's tasks), so with a Python thread busy beside it (the change feed, written beside the
+    # build) each call waited up to the interpreter's switch interval. Creating the tables and loading the dimensions
+    # of a scale-1 run, beside a thread that only counts: 2.8-4.7 s with a call per statement, 2.8-2.9 s with one
+    # per table; 0.43-0.47 s either way alone.
+    con.execute(";\n".join([tdef.duckdb_ddl(primary_key=primary_key, foreign_keys=foreign, fact_keys=fact_keys),
+                              *tdef.duckdb_comments(declared_foreign_keys=foreign)]))
 
 
 def _add_primary_key(con: duckdb.DuckDBPyConnection, name: str, keys: DuckDBKeys) -> None:
