@@ -231,9 +231,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("duckdb_keys", Literal["auto", "all", "primary", "none"], "auto", example="all",
            help="Keys declared in the DuckDB file; BI tools read them as the star's joins. auto: every primary and "
                 "foreign key of each table of at most 100,000 rows (every key up to about --scale 0.2 over the "
-                "default dates; above it the dimensions' and the small facts'); a larger table gets none (but a primary key other tables reference), and one line "
-                "names it. all: every key, however slow (DuckDB indexes each row of each foreign key: minutes at "
-                "--scale 20). primary: primary keys only. none: no keys.",
+                "default dates; up to --scale 20 those of the dimensions and the small facts); a larger table gets "
+                "none (but a primary key other tables reference), and one line names it. all: every key, however "
+                "slow (DuckDB indexes each row of each foreign key: minutes at --scale 20). primary: primary keys "
+                "only. none: no keys.",
            fix="pass --duckdb_keys auto, all, primary or none (auto declares the keys of tables of at most "
                "100,000 rows, all every key)",
            template="keys of the local DuckDB file, which a Dataflow job does not build"),

@@ -215,7 +215,8 @@ DUCKDB_MEMORY_LIMIT = "1GB"
 # 9 to 11 s and 500 MB. At --scale 1 every key of fact_sales (500k rows) and fact_inventory (450k) took 3.0-3.3 s
 # and 1.2-1.4 s to load on their own, about 6 us a row, and a third of the run (11.6-13.1 s with them, 8.6-9.1 s
 # without, in turns); up to this limit a table's keys cost at most about 0.6 s. The default dates pass it at about
-# --scale 0.2; the dimensions and the smaller facts stay below it up to --scale 20 and beyond.
+# --scale 0.2; the dimensions and the smaller facts stay below it up to --scale 20 (at --scale 100 the marketing and
+# operating costs pass it too).
 AUTO_KEY_ROWS = 100_000
 DUCKDB_KEYS = ("auto", "all", "primary", "none")
 
