@@ -209,7 +209,8 @@ class FinishLoadFn(beam.DoFn):
 
 
 class FinishLoad(beam.PTransform):
-    """The job's last step: ``FinishLoadFn`` once, after the writes in ``results`` (``WriteResult`` per table)."""
+    """The job's last step: ``FinishLoadFn`` once, after the writes in ``results`` (a ``WriteResult`` per write:
+    one per level of tables, or per group of a level, see ``bigquery.write.WriteBigQuery``)."""
 
     def __init__(self, fn: FinishLoadFn, results: Sequence):
         super().__init__()
@@ -222,7 +223,17 @@ class FinishLoad(beam.PTransform):
                 | "Finish" >> beam.ParDo(self.fn, *waits))
 
 
+def finish_step(fn: FinishLoadFn):
+    """A sink's ``job_step``: ``FinishLoad(fn)`` after every write the pipeline made (``pipeline.build``'s
+    ``finish``, given each level's ``WriteResult``)."""
+
+    def add(pipeline, written) -> None:
+        _ = pipeline | "Finish" >> FinishLoad(fn, list(written.values()))
+
+    return add
+
+
 def _outputs(result) -> list:
-    """The PCollections of a table's file-load write that are complete once it has started every load and copy
+    """The PCollections of a file-load write that are complete once it has started every load and copy
     job (``FinishLoadFn`` then waits for each job to be done)."""
     return [result.destination_load_jobid_pairs, result.destination_copy_jobid_pairs]

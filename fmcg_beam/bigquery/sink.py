@@ -97,12 +97,7 @@ class BigQuerySink(Sink):
             self.target, load.run_id, load.tables, {t: load.staging_id(t) for t in load.tables}, dict(plan.rows),
             window=plan.increment, record=increments.record(self.settings, plan.tables, self.previous),
             expected=self.expected, period=(plan.context.start, plan.context.end))
-
-        def add(pipeline, written):
-            results = list(written.values())  # each level's write
-            _ = pipeline | "Finish" >> job_finish.FinishLoad(fn, results)
-
-        return add
+        return job_finish.finish_step(fn)
 
     def write(self, tables: list[str]) -> beam.PTransform:
         return self.load.sink(tables)
@@ -227,12 +222,7 @@ class DirectBigQuerySink(Sink):
             self.target, run_id, list(plan.tables), {}, {}, window=None,
             record=increments.record(self.settings, plan.tables, None), expected=dict(plan.rows),
             period=(plan.context.start, plan.context.end))
-
-        def add(pipeline, written):
-            results = list(written.values())  # each level's write
-            _ = pipeline | "Finish" >> job_finish.FinishLoad(fn, results)
-
-        return add
+        return job_finish.finish_step(fn)
 
     def finish(self, plan, counters) -> Written:
         raise RuntimeError("a direct BigQuery load is only submitted; nothing waits to finish it")
