@@ -17,7 +17,10 @@ For every scale:
    processes (forked, as a plain script would); their start-up is part of the time.
 
 Prints one table row per scale: wall seconds, peak memory, each ceiling's seconds and the run's time as a
-multiple of it (lower is better; 1.25 = 0.8x the ceiling's speed). Pipeline flags after the known ones
+multiple of it (lower is better; 1.25 = 0.8x the ceiling's speed), and below the table, per scale, the run's
+"time:" line, the change feed's cost, and the per-row work: the CPU seconds of the workers' steps (generating,
+writing the rows and the facts' events, the totals) spread over the cores, the least the pipeline could take
+with no overhead, against the time it took. Pipeline flags after the known ones
 go to every run (``--sink parquet``, ``--direct_num_workers 16``, ...). With ``--bigquery``: loads the
 pipeline into a local BigQuery emulator (bqemulator) with each write method at ``--bq_scale``.
 
@@ -184,6 +187,20 @@ def feed_line(summary: str) -> str:
             f"the rows ({steps['feed'] / steps['write']:.2f}x); the dimensions' events {dim_s:.2f} s {where}")
 
 
+def work_line(summary: str, cores: int) -> str:
+    """What Beam and the rest add to the per-row work, from the run's lines: the CPU seconds of the workers' steps
+    (generating, writing the rows and the facts' events, the totals) spread evenly over ``cores`` are the least the
+    pipeline could take; its wall seconds over that are what its stages, shuffles and idle cores cost."""
+    cpu = next((line for line in summary.splitlines() if line.startswith("cpu by step:")), "")
+    work = sum(float(v) for v in re.findall(r"\w+ ([\d.]+) s", cpu))
+    took = re.search(r"\bpipeline ([\d.]+) s", time_line(summary))
+    if not work or not took:
+        return ""
+    floor, pipeline = work / cores, float(took.group(1))
+    return (f"per-row work: {work:.2f} cpu s in the workers' steps, {floor:.2f} s on {cores} cores; the pipeline "
+            f"took {pipeline:.2f} s ({pipeline / floor:.2f}x)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scales", default="1", help="comma-separated scales, e.g. 0.05,1,2,20")
@@ -213,7 +230,8 @@ def main() -> None:
             result = {"scale": scale, "flags": " ".join(extra), "rows": total_rows, "seconds": round(wall, 2),
                       "rows_per_second": round(total_rows / wall), "peak_rss_gib": round(peak[0] / 2**30, 3),
                       "peak_pss_gib": round(peak[1] / 2**30, 3),
-                      "time": time_line(summary), "feed": feed_line(summary), "ceilings": {}}
+                      "time": time_line(summary), "feed": feed_line(summary),
+                      "work": work_line(summary, os.cpu_count() or 1), "ceilings": {}}
             for n in counts:
                 seconds = run_ceiling(rows, settings.rows_per_shard, Path(tmp) / f"ceiling-{n}", n)
                 result["ceilings"][n] = {"seconds": round(seconds, 2), "ratio": round(wall / seconds, 2)}
@@ -271,6 +289,8 @@ def print_table(results: list[dict], counts: list[int]) -> None:
             print(f"scale {r['scale']:g}: {r['time']}")
         if r.get("feed"):
             print(f"scale {r['scale']:g}: {r['feed']}")
+        if r.get("work"):
+            print(f"scale {r['scale']:g}: {r['work']}")
 
 
 def bench_bigquery(scale: float, tmp: Path) -> dict:
