@@ -171,11 +171,16 @@ def time_line(summary: str) -> str:
     return next((line for line in summary.splitlines() if line.startswith("time:")), "")
 
 
+def cpu_steps(summary: str) -> dict[str, float]:
+    """The CPU seconds of the workers' steps (generate, write, feed, totals), from the run's "cpu by step:" line."""
+    cpu = next((line for line in summary.splitlines() if line.startswith("cpu by step:")), "")
+    return {k: float(v) for k, v in re.findall(r"(\w+) ([\d.]+) s", cpu)}
+
+
 def feed_line(summary: str) -> str:
     """The change feed's cost, from the run's lines: the CPU seconds the workers spent writing the facts' events
     beside the CPU seconds they spent writing the rows themselves, and the sink's seconds for the dimensions'."""
-    cpu = next((line for line in summary.splitlines() if line.startswith("cpu by step:")), "")
-    steps = dict((k, float(v)) for k, v in re.findall(r"(\w+) ([\d.]+) s", cpu))
+    steps = cpu_steps(summary)
     line = time_line(summary)
     beside = re.search(r"first steps beside it: [^)]*\bfeed ([\d.]+)", line)  # written beside the pipeline
     dims = beside or re.search(r"[(,] ?feed ([\d.]+)", line)  # else the sink's steps, in brackets
@@ -191,8 +196,7 @@ def work_line(summary: str, cores: int) -> str:
     """What Beam and the rest add to the per-row work, from the run's lines: the CPU seconds of the workers' steps
     (generating, writing the rows and the facts' events, the totals) spread evenly over ``cores`` are the least the
     pipeline could take; its wall seconds over that are what its stages, shuffles and idle cores cost."""
-    cpu = next((line for line in summary.splitlines() if line.startswith("cpu by step:")), "")
-    work = sum(float(v) for v in re.findall(r"\w+ ([\d.]+) s", cpu))
+    work = sum(cpu_steps(summary).values())
     took = re.search(r"\bpipeline ([\d.]+) s", time_line(summary))
     if not work or not took:
         return ""
