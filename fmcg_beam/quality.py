@@ -512,9 +512,7 @@ def store_duckdb(con, report: Report) -> None:
     exists = con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ? "
                          "AND table_schema = current_schema()", [TABLE]).fetchone()[0]
     if not exists:
-        con.execute(tdef.duckdb_ddl())
-        for stmt in tdef.duckdb_comments():
-            con.execute(stmt)
+        con.execute(tdef.duckdb_create())
     name = f"_fmcg_quality_{report.run_id}"
     con.register(name, report.to_arrow())
     try:

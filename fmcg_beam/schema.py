@@ -135,6 +135,17 @@ class TableDef:
             lines.append(f"  FOREIGN KEY ({fk.column}) REFERENCES {fk.table} ({fk.ref_column})")
         return f"CREATE TABLE {self.name} (\n" + ",\n".join(lines) + "\n)"
 
+    def duckdb_create(self, primary_key: bool = True, foreign_keys: bool = True, fact_keys: bool = False) -> str:
+        """The table (``duckdb_ddl``) and its comments (``duckdb_comments``) as one script, for one ``execute``.
+
+        DuckDB's Python client takes the GIL back after each call (and between a statement's tasks), so with a Python
+        thread busy beside it (the change feed, written beside the build) each call waited up to the interpreter's
+        switch interval. Creating the tables and loading the dimensions of a scale-1 run, beside a thread that only
+        counts: 2.8-4.7 s with a call per statement, 2.8-2.9 s with one per table; 0.43-0.47 s either way alone.
+        """
+        return ";\n".join([self.duckdb_ddl(primary_key=primary_key, foreign_keys=foreign_keys, fact_keys=fact_keys),
+                            *self.duckdb_comments(declared_foreign_keys=foreign_keys)])
+
     def duckdb_primary_key(self) -> str:
         return f"PRIMARY KEY ({', '.join(self.primary_key)})"
 

@@ -390,13 +390,7 @@ def _create(con: duckdb.DuckDBPyConnection, name: str, keys: DuckDBKeys, primary
             fact_keys: bool = False) -> None:
     tdef = schema.table(name)
     foreign = name in keys.foreign
-    # One call for the table and its comments: DuckDB's Python client takes the GIL back after each statement
-    # (and between a statement's tasks), so with a Python thread busy beside it (the change feed, written beside the
-    # build) each call waited up to the interpreter's switch interval. Creating the tables and loading the dimensions
-    # of a scale-1 run, beside a thread that only counts: 2.8-4.7 s with a call per statement, 2.8-2.9 s with one
-    # per table; 0.43-0.47 s either way alone.
-    con.execute(";\n".join([tdef.duckdb_ddl(primary_key=primary_key, foreign_keys=foreign, fact_keys=fact_keys),
-                              *tdef.duckdb_comments(declared_foreign_keys=foreign)]))
+    con.execute(tdef.duckdb_create(primary_key=primary_key, foreign_keys=foreign, fact_keys=fact_keys))
 
 
 def _add_primary_key(con: duckdb.DuckDBPyConnection, name: str, keys: DuckDBKeys) -> None:
